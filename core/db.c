@@ -1,0 +1,176 @@
+/*
+ * db.c: PostgreSQL connections, parameterised statements, transactions (see db.h).
+ */
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* Server notices ("relation already exists, skipping") are debug output, not
+ * something to print over a command's result. */
+static void notice_to_log(void *arg, const char *message) {
+  (void)arg;
+  size_t len = strlen(message);
+  while (len && message[len - 1] == '\n') len--;
+  sb_debug("db", "%.*s", (int)len, message);
+}
+
+sb_db_t *sb_db_connect(const char *conninfo, const char *dbname, const char *application_name,
+                       sb_error_t *err) {
+  /* Later keywords override what the expanded first dbname (the URL) set. */
+  const char *keys[6], *vals[6];
+  int n = 0;
+  keys[n] = "dbname", vals[n++] = conninfo ? conninfo : "";
+  keys[n] = "application_name", vals[n++] = application_name ? application_name : "solobase";
+  keys[n] = "connect_timeout", vals[n++] = "10";
+  keys[n] = "client_encoding", vals[n++] = "UTF8";
+  if (dbname) keys[n] = "dbname", vals[n++] = dbname;
+  keys[n] = NULL, vals[n] = NULL;
+  PGconn *conn = PQconnectdbParams(keys, vals, 1);
+  if (!conn || PQstatus(conn) != CONNECTION_OK) {
+    /* libpq's message names host and port but never the password. */
+    sb_error_set(err, "cannot connect to the database: %s",
+                 conn ? PQerrorMessage(conn) : "out of memory");
+    if (err) memcpy(err->sqlstate, "08001", 6);
+    if (conn) PQfinish(conn);
+    return NULL;
+  }
+  PQsetNoticeProcessor(conn, notice_to_log, NULL);
+  sb_db_t *db = sb_xcalloc(1, sizeof *db);
+  db->conn = conn;
+  return db;
+}
+
+void sb_db_free(sb_db_t *db) {
+  if (!db) return;
+  if (db->conn) PQfinish(db->conn);
+  free(db);
+}
+
+/* 1-based line of sql holding the 1-based character position pos. */
+static int line_of_position(const char *sql, long pos) {
+  int line = 1;
+  for (long i = 0; sql[i] && i < pos - 1; i++)
+    if (sql[i] == '\n') line++;
+  return line;
+}
+
+void sb_db_error_from_result(sb_error_t *err, PGconn *conn, const PGresult *res,
+                             const char *sql) {
+  if (!err) return;
+  const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *pos = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
+  if (!primary) {
+    const char *m = conn ? PQerrorMessage(conn) : "";
+    primary = (m && *m) ? m : "the connection to the database was lost";
+    if (!state) state = (conn && PQstatus(conn) == CONNECTION_OK) ? "XX000" : "08006";
+  }
+  char where[32] = "";
+  if (pos && sql && strchr(sql, '\n'))
+    snprintf(where, sizeof where, "line %d: ", line_of_position(sql, atol(pos)));
+  sb_error_set(err, "%s%s%s%s", where, primary, detail ? " (" : "", detail ? detail : "");
+  if (detail) {
+    size_t len = strlen(err->msg);
+    if (len + 1 < sizeof err->msg) strcat(err->msg, ")");
+  }
+  /* Trailing newlines from libpq are noise in a one-line message. */
+  size_t len = strlen(err->msg);
+  while (len && (err->msg[len - 1] == ' ' || err->msg[len - 1] == '\n')) err->msg[--len] = '\0';
+  snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "XX000");
+}
+
+PGresult *sb_db_query(sb_db_t *db, const char *sql, int nparams, const char *const *params,
+                      sb_error_t *err) {
+  PGresult *res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+  ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+  sb_db_error_from_result(err, db->conn, res, sql);
+  PQclear(res);
+  return NULL;
+}
+
+int sb_db_exec_params(sb_db_t *db, const char *sql, int nparams, const char *const *params,
+                      sb_error_t *err) {
+  PGresult *res = sb_db_query(db, sql, nparams, params, err);
+  if (!res) return -1;
+  PQclear(res);
+  return 0;
+}
+
+int sb_db_exec_script(sb_db_t *db, const char *sql, sb_error_t *err) {
+  /* PQexec runs every statement of the string; the result is the last one's. */
+  PGresult *res = PQexec(db->conn, sql);
+  ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
+    PQclear(res);
+    return 0;
+  }
+  sb_db_error_from_result(err, db->conn, res, sql);
+  PQclear(res);
+  return -1;
+}
+
+int sb_db_begin(sb_db_t *db, sb_error_t *err) {
+  if (db->tx_depth > 0) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "SAVEPOINT sb_%d", db->tx_depth);
+    if (sb_db_exec_params(db, sql, 0, NULL, err) != 0) return -1;
+  } else if (sb_db_exec_params(db, "BEGIN", 0, NULL, err) != 0) {
+    return -1;
+  }
+  db->tx_depth++;
+  return 0;
+}
+
+int sb_db_commit(sb_db_t *db, sb_error_t *err) {
+  if (db->tx_depth <= 0) {
+    sb_error_set(err, "commit without a transaction");
+    return -1;
+  }
+  db->tx_depth--;
+  if (db->tx_depth > 0) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "RELEASE SAVEPOINT sb_%d", db->tx_depth);
+    return sb_db_exec_params(db, sql, 0, NULL, err);
+  }
+  return sb_db_exec_params(db, "COMMIT", 0, NULL, err);
+}
+
+int sb_db_rollback(sb_db_t *db, sb_error_t *err) {
+  if (db->tx_depth <= 0) {
+    sb_error_set(err, "rollback without a transaction");
+    return -1;
+  }
+  db->tx_depth--;
+  if (db->tx_depth > 0) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT sb_%d", db->tx_depth);
+    return sb_db_exec_params(db, sql, 0, NULL, err);
+  }
+  return sb_db_exec_params(db, "ROLLBACK", 0, NULL, err);
+}
+
+char *sb_db_conninfo_dbname(const char *conninfo, sb_error_t *err) {
+  char *errmsg = NULL;
+  PQconninfoOption *opts = PQconninfoParse(conninfo, &errmsg);
+  if (!opts) {
+    sb_error_set(err, "invalid database URL: %s", errmsg ? errmsg : "out of memory");
+    PQfreemem(errmsg);
+    return NULL;
+  }
+  char *name = NULL;
+  for (PQconninfoOption *o = opts; o->keyword; o++)
+    if (strcmp(o->keyword, "dbname") == 0 && o->val) name = sb_xstrdup(o->val);
+  PQconninfoFree(opts);
+  return name ? name : sb_xstrdup("");
+}
+
+bool sb_db_is_connection_error(const sb_error_t *err) {
+  return err && strncmp(err->sqlstate, "08", 2) == 0;
+}

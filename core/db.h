@@ -1,0 +1,51 @@
+/*
+ * db.h: one connection to PostgreSQL and the parameterised queries run on it.
+ *
+ * Every statement with a value in it goes through sb_db_query() with $n parameters;
+ * there is no string-building path for SQL. Errors come back as sb_error_t with the
+ * server's SQLSTATE, primary message and detail, so callers can tell a constraint
+ * violation ("23514") from a dead connection ("08006"). One sb_db_t is used by one
+ * thread at a time.
+ */
+#ifndef SB_DB_H
+#define SB_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "error.h"
+
+typedef struct sb_db {
+  PGconn *conn;
+  int tx_depth; /* 0 outside a transaction; savepoints nest above 1 */
+} sb_db_t;
+
+/* Connects with conninfo (URL or key=value); dbname, when non-NULL, replaces the
+ * database named in conninfo. application_name shows in pg_stat_activity. */
+sb_db_t *sb_db_connect(const char *conninfo, const char *dbname, const char *application_name,
+                       sb_error_t *err);
+void sb_db_free(sb_db_t *db);
+
+/* Runs one statement with text parameters (a NULL entry is SQL NULL). Returns the
+ * result, which the caller PQclear()s, or NULL with err set. */
+PGresult *sb_db_query(sb_db_t *db, const char *sql, int nparams, const char *const *params,
+                      sb_error_t *err);
+/* Like sb_db_query for statements whose result is not needed. */
+int sb_db_exec_params(sb_db_t *db, const char *sql, int nparams, const char *const *params,
+                      sb_error_t *err);
+/* Runs a script of one or more statements without parameters (migrations, seeds). On
+ * error, err says which line of sql failed. */
+int sb_db_exec_script(sb_db_t *db, const char *sql, sb_error_t *err);
+
+int sb_db_begin(sb_db_t *db, sb_error_t *err);
+int sb_db_commit(sb_db_t *db, sb_error_t *err);
+int sb_db_rollback(sb_db_t *db, sb_error_t *err);
+
+/* Fills err from a failed result (res may be NULL when the connection broke). */
+void sb_db_error_from_result(sb_error_t *err, PGconn *conn, const PGresult *res,
+                             const char *sql);
+/* The database named in conninfo ("" when none); caller frees. */
+char *sb_db_conninfo_dbname(const char *conninfo, sb_error_t *err);
+bool sb_db_is_connection_error(const sb_error_t *err);
+
+#endif
