@@ -36,5 +36,7 @@ int sb_cli_dispatch(const char *group, const sb_cli_command_t *table, const char
 
 int sb_cmd_db(int argc, char **argv);
 int sb_cmd_config(int argc, char **argv);
+int sb_cmd_policy(int argc, char **argv);
+int sb_cmd_run(int argc, char **argv);
 
 #endif

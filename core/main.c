@@ -20,6 +20,8 @@ static int cmd_version(int argc, char **argv) {
 
 static const sb_cli_command_t commands[] = {
     {"db", sb_cmd_db, "management database: init, migrate, seed, status, start, stop, url"},
+    {"policy", sb_cmd_policy, "policies: check, eval, explain"},
+    {"run", sb_cmd_run, "run a Lua script with the sb API"},
     {"config", sb_cmd_config, "print the effective settings"},
     {"version", cmd_version, "print the version"},
     {NULL, NULL, NULL},

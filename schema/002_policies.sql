@@ -1,0 +1,38 @@
+-- The policy engine's records: every version of every policy that was loaded (or
+-- refused), and every decision that caused an effect, linked to the event it caused, so
+-- `solobase policy explain EVENT` can show which code, which input and which output
+-- produced it (docs/policies.md).
+
+CREATE TABLE policy_versions (
+  name            text NOT NULL CONSTRAINT policy_versions_name_format CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+  sha256          text NOT NULL CONSTRAINT policy_versions_sha256_format CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+  source          text NOT NULL,
+  status          text NOT NULL
+                  CONSTRAINT policy_versions_status_check CHECK (status IN ('loaded', 'refused')),
+  error           text,
+  first_seen_at   timestamptz NOT NULL DEFAULT now(),
+  last_loaded_at  timestamptz NOT NULL DEFAULT now(),
+  load_count      integer NOT NULL DEFAULT 1 CONSTRAINT policy_versions_load_count_positive CHECK (load_count > 0),
+  PRIMARY KEY (name, sha256),
+  CONSTRAINT policy_versions_refusal_has_error CHECK (status = 'loaded' OR error IS NOT NULL)
+);
+CREATE INDEX policy_versions_last_loaded_idx ON policy_versions (name, last_loaded_at);
+
+CREATE TABLE policy_decisions (
+  id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  policy          text NOT NULL,
+  function        text NOT NULL CONSTRAINT policy_decisions_function_format CHECK (function ~ '^[A-Za-z_][A-Za-z0-9_]*$'),
+  version_sha256  text NOT NULL,
+  input           jsonb NOT NULL,
+  output          jsonb NOT NULL,
+  event_id        uuid REFERENCES instance_events (id) ON DELETE CASCADE,
+  instance_id     uuid REFERENCES instances (id) ON DELETE RESTRICT,
+  duration_us     integer CONSTRAINT policy_decisions_duration_nonneg CHECK (duration_us >= 0),
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  -- A decision names a version whose source is on record.
+  CONSTRAINT policy_decisions_version_fkey FOREIGN KEY (policy, version_sha256)
+    REFERENCES policy_versions (name, sha256) ON DELETE RESTRICT
+);
+CREATE INDEX policy_decisions_event_id_idx ON policy_decisions (event_id);
+CREATE INDEX policy_decisions_instance_id_idx ON policy_decisions (instance_id, created_at);
+CREATE INDEX policy_decisions_version_idx ON policy_decisions (policy, version_sha256);
