@@ -135,7 +135,7 @@ static int policy_explain(int argc, char **argv) {
                               "SELECT d.policy, d.function, d.version_sha256, d.created_at, "
                               "coalesce(d.duration_us, 0), jsonb_pretty(d.input), "
                               "jsonb_pretty(d.output), v.first_seen_at "
-                              "FROM policy_decisions d JOIN policy_versions v "
+                              "FROM policy_decisions d LEFT JOIN policy_versions v "
                               "ON v.name = d.policy AND v.sha256 = d.version_sha256 "
                               "WHERE d.event_id = $1 ORDER BY d.created_at",
                               1, eid, &err);
@@ -146,8 +146,9 @@ static int policy_explain(int argc, char **argv) {
   for (int i = 0; i < PQntuples(res); i++) {
     printf("\ndecision: %s.%s at %s (%s us)\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
            PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
-    printf("version:  policies/%s.lua sha256 %s (first loaded %s)\n", PQgetvalue(res, i, 0),
-           PQgetvalue(res, i, 2), PQgetvalue(res, i, 7));
+    printf("version:  policies/%s.lua sha256 %s (%s%s)\n", PQgetvalue(res, i, 0),
+           PQgetvalue(res, i, 2), PQgetisnull(res, i, 7) ? "source not on record" : "first loaded ",
+           PQgetvalue(res, i, 7));
     printf("input:\n%s\noutput:\n%s\n", PQgetvalue(res, i, 5), PQgetvalue(res, i, 6));
   }
   PQclear(res);

@@ -33,9 +33,15 @@ typedef struct sb_config {
   long policy_memory_limit_mb;
   char *master_key;       /* secret: 64 hex digits */
   char *master_key_file;
+  char *master_keys_old;  /* secret: earlier keys, comma-separated, for decryption only */
   char *fleet_driver;
   char *billing_driver;
   long health_check_interval_s;
+  char *fleet_server_settings; /* "name=value;..." added to each local fleet server */
+  char *pgbouncer_bin;
+  long pgbouncer_pool_size;
+  long pgbouncer_max_db_connections;
+  long max_databases_per_server;
   char *config_file;      /* the file that was loaded, if any */
 } sb_config_t;
 

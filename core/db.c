@@ -64,6 +64,9 @@ void sb_db_error_from_result(sb_error_t *err, PGconn *conn, const PGresult *res,
   if (!err) return;
   const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+  /* "Failing row contains (...)" repeats every value of the row, secrets and personal
+   * data included: messages go to logs and API clients, so it is dropped. */
+  if (detail && strncmp(detail, "Failing row contains", 20) == 0) detail = NULL;
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   const char *pos = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
   if (!primary) {

@@ -34,20 +34,9 @@ int sb_decision_record_version(sb_db_t *db, const sb_policy_result_t *r, const c
       4, ev, err);
 }
 
-int sb_decision_record(sb_db_t *db, sb_policy_registry_t *reg, const sb_decision_t *d,
+int sb_decision_record(sb_db_t *db, const sb_decision_t *d,
                        const char *event_id, const char *instance_id, char *id_out,
                        sb_error_t *err) {
-  /* The version is normally on record from when it was loaded; make sure. */
-  char *source = reg ? sb_policy_registry_source(reg, d->policy, d->sha256) : NULL;
-  if (source) {
-    const char *p[] = {d->policy, d->sha256, source};
-    int rc = sb_db_exec_params(db,
-                               "INSERT INTO policy_versions (name, sha256, source, status) "
-                               "VALUES ($1, $2, $3, 'loaded') ON CONFLICT DO NOTHING",
-                               3, p, err);
-    free(source);
-    if (rc != 0) return -1;
-  }
   char us[32];
   snprintf(us, sizeof us, "%llu", (unsigned long long)(d->duration_ns / 1000));
   const char *params[] = {d->policy, d->fn, d->sha256, d->input_json, d->output_json,

@@ -14,7 +14,7 @@
 
 typedef struct sb_error {
   char sqlstate[6]; /* "" when the failure did not come from PostgreSQL */
-  char msg[1024];
+  char msg[2048];
 } sb_error_t;
 
 void sb_error_set(sb_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -9,7 +9,8 @@
  * Parameters are $1..$n bound from the extra arguments, or $name bound from a single
  * table argument. Values: nil -> NULL, booleans, integers, floats, strings, tables
  * (sent as JSON, for jsonb). Results: integers and oids -> integer, float and numeric
- * -> number, boolean -> boolean, json/jsonb -> decoded value (JSON null -> sb.json.null),
+ * -> number, boolean -> boolean, json/jsonb -> decoded value (JSON null -> nil, integral
+ * numbers -> integers),
  * bytea -> raw bytes, NULL -> nil, everything else -> string. rows.columns lists the
  * column names in order and rows.command is the command tag. Every failure is a Lua
  * error "sb.db.query: <server message> [SQLSTATE]" at the caller's line.
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "luaconv.h"
 #include "script.h"
 #include "sqlparams.h"
 #include "util.h"
@@ -82,11 +84,11 @@ static void push_value(lua_State *L, const PGresult *res, int row, int col) {
     if (!lua_stringtonumber(L, v)) lua_pushlstring(L, v, (size_t)len); /* NaN, Infinity */
     return;
   case OID_BOOL: lua_pushboolean(L, v[0] == 't'); return;
-  case OID_JSON: case OID_JSONB:
-    lua_getfield(L, lua_upvalueindex(1), "decode");
-    lua_pushlstring(L, v, (size_t)len);
-    lua_call(L, 1, 1); /* the server sent valid JSON */
+  case OID_JSON: case OID_JSONB: {
+    sb_error_t err;
+    if (sb_lua_json_decode(L, v, (size_t)len, &err) != 0) lua_pushlstring(L, v, (size_t)len);
     return;
+  }
   case OID_BYTEA: {
     size_t n = 0;
     unsigned char *bytes = PQunescapeBytea((const unsigned char *)v, &n);

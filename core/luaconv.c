@@ -128,8 +128,21 @@ void sb_lua_json_open(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &json_key);
 }
 
-/* Replaces cjson.null (at null_idx) by nil, throughout the table at idx. */
-static void strip_nulls(lua_State *L, int idx, int null_idx, int depth) {
+/* JSON has one number type and lua-cjson decodes every number as a float; policies and
+ * scripts work in integers (cents, bytes, seconds), so an integral value that fits
+ * becomes an integer again. */
+static void push_normalized_number(lua_State *L, int idx) {
+  lua_Number n = lua_tonumber(L, idx);
+  lua_Integer i;
+  if (!lua_isinteger(L, idx) && lua_numbertointeger(n, &i) && (lua_Number)i == n)
+    lua_pushinteger(L, i);
+  else
+    lua_pushvalue(L, idx);
+}
+
+/* Throughout the table at idx: cjson.null (at null_idx) becomes nil, integral numbers
+ * become integers. */
+static void normalize(lua_State *L, int idx, int null_idx, int depth) {
   if (depth > SB_LUA_MAX_DEPTH) return;
   idx = lua_absindex(L, idx);
   lua_pushnil(L);
@@ -138,8 +151,12 @@ static void strip_nulls(lua_State *L, int idx, int null_idx, int depth) {
       lua_pushvalue(L, -2);
       lua_pushnil(L);
       lua_rawset(L, idx); /* clearing a field during next() is allowed */
+    } else if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_pushvalue(L, -2);
+      push_normalized_number(L, -2);
+      lua_rawset(L, idx); /* assigning an existing field during next() is allowed */
     } else if (lua_type(L, -1) == LUA_TTABLE) {
-      strip_nulls(L, -1, null_idx, depth + 1);
+      normalize(L, -1, null_idx, depth + 1);
     }
     lua_pop(L, 1);
   }
@@ -160,7 +177,10 @@ int sb_lua_json_decode(lua_State *L, const char *text, size_t len, sb_error_t *e
     lua_pop(L, 1);
     lua_pushnil(L);
   } else if (lua_type(L, -1) == LUA_TTABLE) {
-    strip_nulls(L, -1, lua_absindex(L, -2), 0);
+    normalize(L, -1, lua_absindex(L, -2), 0);
+  } else if (lua_type(L, -1) == LUA_TNUMBER) {
+    push_normalized_number(L, -1);
+    lua_remove(L, -2);
   }
   lua_replace(L, -3); /* value, null */
   lua_pop(L, 1);

@@ -5,7 +5,8 @@
  * is copied into the policy's state and the answer copied back: only plain data
  * crosses (nil, booleans, numbers, strings, tables of those), never a function or a
  * shared table. JSON goes through lua-cjson (linked statically), kept in each state's
- * registry; JSON null becomes nil, as policies see no userdata.
+ * registry; JSON null becomes nil, as policies see no userdata, and integral numbers
+ * become integers (lua-cjson decodes every number as a float).
  */
 #ifndef SB_LUACONV_H
 #define SB_LUACONV_H

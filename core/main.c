@@ -19,9 +19,12 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static const sb_cli_command_t commands[] = {
+    {"up", sb_cmd_up, "init, migrate and seed the management database, then serve"},
+    {"serve", sb_cmd_serve, "run the engine: workers, scheduler, policies, HTTP/websockets"},
     {"db", sb_cmd_db, "management database: init, migrate, seed, status, start, stop, url"},
     {"policy", sb_cmd_policy, "policies: check, eval, explain"},
     {"run", sb_cmd_run, "run a Lua script with the sb API"},
+    {"repl", sb_cmd_repl, "interactive Lua with the sb API"},
     {"config", sb_cmd_config, "print the effective settings"},
     {"version", cmd_version, "print the version"},
     {NULL, NULL, NULL},

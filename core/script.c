@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "decision.h"
+#include "embedded.h"
 #include "log.h"
 #include "mgmtdb.h"
 #include "util.h"
@@ -69,15 +70,34 @@ sb_db_t *sb_script_db(lua_State *L) {
   s->db = sb_mgmtdb_connect(app, &err);
   free(app);
   if (!s->db) luaL_error(L, "sb.db: %s", err.msg);
-  if (s->dry_run && sb_db_begin(s->db, &err) != 0) luaL_error(L, "sb.db: %s", err.msg);
+  if (s->dry_run && sb_db_begin(s->db, &err) != 0) {
+    sb_db_free(s->db);
+    s->db = NULL;
+    luaL_error(L, "sb.db: %s", err.msg);
+  }
   return s->db;
 }
 
-/* Records each loaded or refused policy version when a database is connected. */
+/* Records each loaded or refused policy version (connecting if need be; a script
+ * without a reachable database still gets its policies). */
 static void record_version(void *ud, const sb_policy_result_t *r, const char *source) {
   sb_script_t *s = ud;
-  if (!s->db) return;
   sb_error_t err;
+  if (!s->db) {
+    char *app = sb_xasprintf("solobase %s", s->name);
+    s->db = sb_mgmtdb_connect(app, &err);
+    free(app);
+    if (!s->db) {
+      sb_warn("policy", "cannot record %s version %.12s: %s", r->name, r->sha256, err.msg);
+      return;
+    }
+    if (s->dry_run && sb_db_begin(s->db, &err) != 0) {
+      /* Never let a dry run write outside its transaction. */
+      sb_db_free(s->db);
+      s->db = NULL;
+      return;
+    }
+  }
   if (sb_decision_record_version(s->db, r, source, &err) != 0)
     sb_warn("policy", "cannot record %s version %.12s: %s", r->name, r->sha256, err.msg);
 }
@@ -152,6 +172,17 @@ static int sb_json_open(lua_State *L) {
   return 1;
 }
 
+/* sb.pretty: core/lua/pretty.lua, compiled in, given sb.json. Pushes the module. */
+static void open_pretty(lua_State *L, int json) {
+  const sb_embedded_t *e = sb_embedded_find("pretty");
+  if (!e || luaL_loadbufferx(L, e->source, e->len, "=pretty", "t") != LUA_OK) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_pushvalue(L, json);
+  lua_call(L, 1, 1);
+}
+
 sb_script_t *sb_script_new(const char *name, bool dry_run, sb_error_t *err) {
   lua_State *L = luaL_newstate();
   if (!L) {
@@ -178,6 +209,8 @@ sb_script_t *sb_script_new(const char *name, bool dry_run, sb_error_t *err) {
   sb_lua_open_db(L);
   lua_setfield(L, -2, "db");
   sb_json_open(L);
+  open_pretty(L, lua_gettop(L));
+  lua_setfield(L, -3, "pretty");
   lua_setfield(L, -2, "json");
   sb_lua_open_log(L);
   lua_setfield(L, -2, "log");
@@ -187,6 +220,8 @@ sb_script_t *sb_script_new(const char *name, bool dry_run, sb_error_t *err) {
   lua_setfield(L, -2, "policy");
   sb_lua_open_config(L);
   lua_setfield(L, -2, "config");
+  sb_lua_open_fleet(L);
+  lua_setfield(L, -2, "fleet");
   lua_pushstring(L, SB_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushboolean(L, dry_run);
@@ -208,7 +243,7 @@ void sb_script_free(sb_script_t *s) {
   if (s->db && s->db->tx_depth > 0) {
     sb_error_t err;
     while (s->db->tx_depth > 0) sb_db_rollback(s->db, &err);
-    if (s->dry_run) sb_info("script", "dry run: rolled back everything %s did", s->name);
+    if (s->dry_run) sb_debug("script", "dry run: rolled back everything %s did", s->name);
   }
   sb_db_free(s->db);
   sb_policy_engine_free(s->engine);

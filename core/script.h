@@ -53,6 +53,7 @@ void sb_lua_open_log(lua_State *L);
 void sb_lua_open_events(lua_State *L);
 void sb_lua_open_policy(lua_State *L);
 void sb_lua_open_config(lua_State *L);
+void sb_lua_open_fleet(lua_State *L);
 
 /* A userdata owning C memory, freed by free_fn when collected or released: lets a
  * binding keep malloc'd data across calls that may raise. Pushes the userdata. */

@@ -39,34 +39,37 @@ local M = {}
 local GIB = 1073741824
 local WARN_NUM, WARN_DEN = 9, 10
 
--- level (0 ok, 1 warning, 2 exceeded) and ratio of one resource
-local function assess(used, quota)
-  if quota <= 0 then
-    if used > 0 then return 2, math.huge end
-    return 0, 0
-  end
-  local ratio = used / quota
-  if used >= quota then return 2, ratio end
-  if used * WARN_DEN >= quota * WARN_NUM then return 1, ratio end
-  return 0, ratio
-end
-
 function M.check(input)
   local quotas, usage = input.quotas, input.usage
-  local sl, sr = assess(usage.storage_bytes, quotas.storage_gb * GIB)
-  local al, ar = assess(usage.api_requests_today, quotas.api_requests_daily)
+  local s_used, s_quota = usage.storage_bytes, quotas.storage_gb * GIB
+  local a_used, a_quota = usage.api_requests_today, quotas.api_requests_daily
 
-  if al > sl or (al == sl and ar > sr) then
-    if al == 2 then
-      return { status = "exceeded", action = "throttle", resource = "api_requests" }
-    elseif al == 1 then
-      return { status = "warning", action = "notify", resource = "api_requests" }
-    end
-  elseif sl == 2 then
-    return { status = "exceeded", action = "block_writes", resource = "storage" }
-  elseif sl == 1 then
-    return { status = "warning", action = "notify", resource = "storage" }
+  -- Level of each resource: 0 ok, 1 warning, 2 exceeded (inlined: this runs for every
+  -- metered request, and a Lua call costs more than the comparisons).
+  local sl, al
+  if s_quota <= 0 then sl = s_used > 0 and 2 or 0
+  elseif s_used >= s_quota then sl = 2
+  elseif s_used * WARN_DEN >= s_quota * WARN_NUM then sl = 1
+  else sl = 0 end
+  if a_quota <= 0 then al = a_used > 0 and 2 or 0
+  elseif a_used >= a_quota then al = 2
+  elseif a_used * WARN_DEN >= a_quota * WARN_NUM then al = 1
+  else al = 0 end
+
+  -- The worse resource decides; at equal levels the higher ratio, ties to storage.
+  local api
+  if al ~= sl then api = al > sl
+  elseif al == 0 then return { status = "ok", action = "none" }
+  elseif s_quota <= 0 then api = false
+  elseif a_quota <= 0 then api = true
+  else api = a_used / a_quota > s_used / s_quota end
+
+  if api then
+    if al == 2 then return { status = "exceeded", action = "throttle", resource = "api_requests" } end
+    return { status = "warning", action = "notify", resource = "api_requests" }
   end
+  if sl == 2 then return { status = "exceeded", action = "block_writes", resource = "storage" } end
+  if sl == 1 then return { status = "warning", action = "notify", resource = "storage" } end
   return { status = "ok", action = "none" }
 end
 

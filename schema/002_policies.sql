@@ -28,11 +28,12 @@ CREATE TABLE policy_decisions (
   event_id        uuid REFERENCES instance_events (id) ON DELETE CASCADE,
   instance_id     uuid REFERENCES instances (id) ON DELETE RESTRICT,
   duration_us     integer CONSTRAINT policy_decisions_duration_nonneg CHECK (duration_us >= 0),
-  created_at      timestamptz NOT NULL DEFAULT now(),
-  -- A decision names a version whose source is on record.
-  CONSTRAINT policy_decisions_version_fkey FOREIGN KEY (policy, version_sha256)
-    REFERENCES policy_versions (name, sha256) ON DELETE RESTRICT
+  created_at      timestamptz NOT NULL DEFAULT now()
 );
+-- version_sha256 names a row of policy_versions, recorded when that version was
+-- loaded. It is deliberately not a foreign key: the version is recorded on the
+-- engine's own connection, and a decision must not fail (or wait) for it.
 CREATE INDEX policy_decisions_event_id_idx ON policy_decisions (event_id);
 CREATE INDEX policy_decisions_instance_id_idx ON policy_decisions (instance_id, created_at);
 CREATE INDEX policy_decisions_version_idx ON policy_decisions (policy, version_sha256);
+CREATE INDEX policy_decisions_created_at_idx ON policy_decisions (created_at);

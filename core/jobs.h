@@ -1,0 +1,75 @@
+/*
+ * jobs.h: the durable job queue in the management database.
+ *
+ * A job is a row of `jobs`: a kind (the handler to run), a JSON payload, optionally the
+ * instance or server it is about, and a dedupe key so that enqueueing the same work
+ * twice is a no-op. Workers claim ready jobs with FOR UPDATE SKIP LOCKED and mark them
+ * running under their engine's id; a handler's outcome either finishes the job,
+ * retries it later (exponential backoff with jitter, counted against max_attempts,
+ * then 'dead' with the last error and a `job.dead` event), or reschedules it without
+ * counting an attempt (waiting for something, such as a new server). When an engine
+ * dies its running jobs go back to the queue: its liveness is an advisory lock that
+ * PostgreSQL drops with its session. Handlers must therefore be idempotent, as every
+ * step in core/provision.c is.
+ */
+#ifndef SB_JOBS_H
+#define SB_JOBS_H
+
+#include <stdbool.h>
+
+#include "db.h"
+#include "error.h"
+
+/* Key 1 of the two-int advisory lock an engine holds while alive; key 2 is its id. */
+#define SB_ENGINE_LOCK_CLASS "1399811183" /* 0x536F6C6F, "Solo" */
+
+typedef struct sb_job {
+  char id[37];
+  char kind[64];
+  char instance_id[37]; /* "" when none */
+  char shared_rds_id[37];
+  char *payload;        /* JSON, owned */
+  int attempts;         /* including this one */
+  int max_attempts;
+} sb_job_t;
+
+typedef enum {
+  SB_JOB_DONE,       /* succeeded */
+  SB_JOB_RETRY,      /* failed: try again after a backoff, or die after max_attempts */
+  SB_JOB_WAIT,       /* not ready (say, no server has room yet): run again later, no attempt used */
+  SB_JOB_FAIL,       /* failed for good: dead now */
+} sb_job_outcome_t;
+
+typedef struct sb_job_enqueue {
+  const char *kind;
+  const char *payload;      /* JSON; NULL is {} */
+  const char *instance_id;  /* may be NULL */
+  const char *shared_rds_id;
+  const char *dedupe_key;   /* may be NULL */
+  int delay_s;
+  int max_attempts;         /* 0: default */
+} sb_job_enqueue_t;
+
+/* Enqueues a job (on db's current transaction, if any). *created is false when a live
+ * job with the same dedupe key exists; id_out (37 bytes, may be NULL) then holds that
+ * job's id. */
+int sb_jobs_enqueue(sb_db_t *db, const sb_job_enqueue_t *j, char *id_out, bool *created,
+                    sb_error_t *err);
+/* Claims the next ready job for engine_id. 1: claimed into *job; 0: none ready. */
+int sb_jobs_claim(sb_db_t *db, long engine_id, sb_job_t *job, sb_error_t *err);
+/* Records the outcome of a claimed job. delay_s applies to SB_JOB_WAIT. */
+int sb_jobs_finish(sb_db_t *db, long engine_id, const sb_job_t *job, sb_job_outcome_t outcome,
+                   const char *error, int delay_s, sb_error_t *err);
+/* Puts the running jobs of engines that died back in the queue; *requeued counts them. */
+int sb_jobs_requeue_orphans(sb_db_t *db, int *requeued, sb_error_t *err);
+void sb_job_clear(sb_job_t *job);
+
+/* Backoff before attempt n+1 (seconds): 2^n capped at 10 minutes, with +-25 % jitter. */
+int sb_jobs_backoff_s(int attempts);
+
+/* Registers an engine process (its own row and the advisory lock that says it lives)
+ * on db, which must stay open for the engine's life. */
+int sb_engine_register(sb_db_t *db, long *engine_id, sb_error_t *err);
+int sb_engine_unregister(sb_db_t *db, long engine_id, sb_error_t *err);
+
+#endif

@@ -1,0 +1,342 @@
+/*
+ * provision_bench.c: benchmarks of provisioning (issue: provisioning engine).
+ *
+ * tx mode (default): the provisioning transaction through the engine
+ *   (sb_provision_request: provisioning and placement decisions in Lua, the
+ *   conditional capacity update, the instance row, the spec's `created` event, both
+ *   decision records and the job) with 16 concurrent requests, against
+ *   `pgbench -c 16` running the spec's four statements (find a server, insert the
+ *   instance, take capacity, log the event) in one transaction on the same database.
+ *   Both sides alternate in one run (3 rounds of 15 s each); medians and the ratio are
+ *   printed (target: engine >= 0.8x pgbench). Afterwards the over-allocation check:
+ *   no server above max_databases, and current_databases equal to the instances
+ *   holding a place, for the engine's servers.
+ *
+ * e2e mode (`provision_bench e2e [N]`): N requests (default 40, 4 at a time) against
+ *   an engine running in this process on the local fleet driver (real PostgreSQL
+ *   clusters and PgBouncer), timing each from the request to its instance being
+ *   active (the tenant database exists): median and p99.
+ *
+ * The database: a fresh one on the embedded cluster under SOLOBASE_DATA_DIR (default
+ * /tmp/solobase-bench), or DATABASE_URL's server. Run from the source tree:
+ *   build/provision_bench        build/provision_bench e2e 40
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "engine.h"
+#include "mgmtdb.h"
+#include "migrate.h"
+#include "provision.h"
+#include "util.h"
+
+#define THREADS 16
+#define ROUNDS 3
+#define SECONDS 15
+#define USERS 10000
+
+static char *url;          /* the benchmark database */
+static sb_keyring_t *keys;
+static sb_policy_registry_t *policies;
+static char users[USERS][37];
+
+static void die(const char *what, const sb_error_t *err) {
+  fprintf(stderr, "%s: %s\n", what, err ? err->msg : "");
+  exit(1);
+}
+
+static sb_db_t *connect_db(void) {
+  sb_error_t err;
+  sb_db_t *db = sb_db_connect(url, NULL, "provision_bench", &err);
+  if (!db) die("connect", &err);
+  return db;
+}
+
+static void exec(sb_db_t *db, const char *sql) {
+  sb_error_t err;
+  if (sb_db_exec_script(db, sql, &err) != 0) die(sql, &err);
+}
+
+/* A fresh, migrated and seeded database with users and roomy fake shared servers. */
+static void setup(bool fake_servers) {
+  sb_error_t err;
+  char *admin = sb_mgmtdb_url(&err);
+  if (!admin) die("management database", &err);
+  char name[64];
+  snprintf(name, sizeof name, "provision_bench_%d", (int)getpid());
+  char *slash = strrchr(admin, '/');
+  *slash = '\0';
+  url = sb_xasprintf("%s/%s", admin, name);
+  if (sb_mgmtdb_create_database(url, NULL, &err) != 0) die("create database", &err);
+  sb_db_t *db = connect_db();
+  int n;
+  if (sb_migrate_apply(db, sb_config()->schema_dir, &n, &err) != 0 ||
+      sb_seed_apply(db, sb_config()->schema_dir, sb_config()->seeds_dir, &n, &err) != 0)
+    die("migrate", &err);
+  exec(db, "UPDATE plans SET max_instances = 1000000 WHERE code = 'starter'");
+  exec(db, "INSERT INTO users (email) SELECT 'bench' || g || '@example.com' FROM generate_series(1, 10000) g");
+  if (fake_servers)
+    exec(db, "INSERT INTO shared_rds_instances (rds_instance_id, status, max_databases, "
+             "storage_total_gb, host, port) SELECT 'bench-' || g, 'active', 1000000, 1000000, "
+             "'127.0.0.1', 5432 FROM generate_series(1, 10) g");
+  exec(db, "CREATE SEQUENCE bench_seq");
+  sb_db_t *d2 = db;
+  PGresult *res = sb_db_query(d2, "SELECT id FROM users ORDER BY email", 0, NULL, &err);
+  for (int i = 0; i < PQntuples(res) && i < USERS; i++)
+    snprintf(users[i], 37, "%s", PQgetvalue(res, i, 0));
+  PQclear(res);
+  sb_db_free(db);
+  free(admin);
+  free(sb_config()->database_url);
+  sb_config()->database_url = sb_xstrdup(url);
+}
+
+static void teardown(void) {
+  sb_error_t err;
+  char *admin = sb_xstrdup(url);
+  char *slash = strrchr(admin, '/');
+  *slash = '\0';
+  sb_db_t *db = sb_db_connect(url, "postgres", "provision_bench", &err);
+  char *sql = sb_xasprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", slash + 1);
+  if (db) sb_db_exec_params(db, sql, 0, NULL, &err);
+  free(sql);
+  sb_db_free(db);
+  free(admin);
+}
+
+/* ---- engine side ---- */
+
+typedef struct worker {
+  int n;
+  _Atomic bool *stop;
+  long done, failed;
+} worker_t;
+
+static void *engine_worker(void *arg) {
+  worker_t *w = arg;
+  sb_error_t err;
+  sb_db_t *db = connect_db();
+  sb_policy_engine_t *pe = sb_policy_engine_new(policies, &err);
+  sb_fleet_ctx_t ctx = {db, pe, NULL, keys, "bench"};
+  unsigned seed = (unsigned)w->n * 7919u + (unsigned)time(NULL);
+  long i = 0;
+  while (!atomic_load(w->stop)) {
+    char sub[64];
+    snprintf(sub, sizeof sub, "en-%d-%ld-%ld", w->n, (long)getpid() % 1000, i++);
+    sb_provision_request_t req = {users[rand_r(&seed) % USERS], "starter", "bench", sub, NULL};
+    sb_provision_result_t out;
+    if (sb_provision_request(&ctx, &req, &out, &err) == 0 && strcmp(out.status, "provisioning") == 0)
+      w->done++;
+    else {
+      if (w->failed++ < 3) fprintf(stderr, "engine request failed: %s\n", err.msg);
+    }
+  }
+  sb_policy_engine_free(pe);
+  sb_db_free(db);
+  return NULL;
+}
+
+static double run_engine(void) {
+  _Atomic bool stop = false;
+  worker_t w[THREADS];
+  pthread_t th[THREADS];
+  for (int i = 0; i < THREADS; i++) {
+    w[i] = (worker_t){i, &stop, 0, 0};
+    pthread_create(&th[i], NULL, engine_worker, &w[i]);
+  }
+  uint64_t t0 = sb_now_ns();
+  sleep(SECONDS);
+  atomic_store(&stop, true);
+  long done = 0, failed = 0;
+  for (int i = 0; i < THREADS; i++) {
+    pthread_join(th[i], NULL);
+    done += w[i].done;
+    failed += w[i].failed;
+  }
+  double secs = (double)(sb_now_ns() - t0) / 1e9;
+  if (failed) fprintf(stderr, "engine: %ld requests failed\n", failed);
+  return (double)done / secs;
+}
+
+/* ---- pgbench side ---- */
+
+static double run_pgbench(const char *bindir) {
+  char script[] = "/tmp/provision-bench-XXXXXX.sql";
+  int fd = mkstemps(script, 4);
+  FILE *f = fdopen(fd, "w");
+  /* The spec's four statements, with its $parameters as pgbench variables. */
+  fprintf(f,
+          "\\set u random(1, %d)\n"
+          "SELECT id AS user_id FROM users ORDER BY email OFFSET :u - 1 LIMIT 1 \\gset\n"
+          "BEGIN;\n"
+          "SELECT * FROM shared_rds_instances\n"
+          "WHERE status = 'active'\n"
+          "  AND current_databases < max_databases\n"
+          "ORDER BY current_databases ASC\n"
+          "LIMIT 1 \\gset srv_\n"
+          "INSERT INTO instances (\n"
+          "  user_id, name, subdomain, status,\n"
+          "  database_tier, compute_tier,\n"
+          "  shared_rds_id, database_name, database_user\n"
+          ") VALUES (\n"
+          "  :'user_id', 'bench', 'pg-' || nextval('bench_seq'), 'provisioning',\n"
+          "  'shared', 'lambda',\n"
+          "  :'srv_id', 'instance_pg' || currval('bench_seq'), 'user_pg' || currval('bench_seq')\n"
+          ") RETURNING id AS instance_id \\gset\n"
+          "UPDATE shared_rds_instances\n"
+          "SET current_databases = current_databases + 1\n"
+          "WHERE id = :'srv_id';\n"
+          "INSERT INTO instance_events (\n"
+          "  instance_id, user_id, event_type, description\n"
+          ") VALUES (\n"
+          "  :'instance_id', :'user_id', 'created', 'Instance provisioning started'\n"
+          ");\n"
+          "COMMIT;\n",
+          USERS);
+  fclose(f);
+  /* The user lookup is outside the transaction pgbench times; it costs pgbench a round
+   * trip the engine does not pay (the engine is given the user's id). */
+  char *cmd = sb_xasprintf("%s/pgbench -n -c %d -j 2 -T %d -f %s '%s' 2>&1", bindir, THREADS,
+                           SECONDS, script, url);
+  FILE *p = popen(cmd, "r");
+  free(cmd);
+  double tps = 0;
+  char line[512];
+  while (fgets(line, sizeof line, p)) {
+    if (strstr(line, "tps = ") && tps == 0) tps = atof(strstr(line, "tps = ") + 6);
+    if (strstr(line, "ERROR") || strstr(line, "aborted")) fputs(line, stderr);
+  }
+  pclose(p);
+  unlink(script);
+  return tps;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void check_allocation(void) {
+  sb_error_t err;
+  sb_db_t *db = connect_db();
+  PGresult *res = sb_db_query(
+      db,
+      "SELECT count(*) FILTER (WHERE current_databases > max_databases), "
+      "count(*) FILTER (WHERE current_databases <> (SELECT count(*) FROM instances i "
+      "  WHERE i.shared_rds_id = s.id AND i.status IN ('provisioning', 'active', 'suspended', "
+      "  'deleting'))) FROM shared_rds_instances s",
+      0, NULL, &err);
+  if (!res) die("check", &err);
+  printf("over-allocated servers: %s; servers whose counter differs from their instances: %s\n",
+         PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+  PQclear(res);
+  sb_db_free(db);
+}
+
+static void bench_tx(void) {
+  sb_error_t err;
+  char *bindir = sb_pg_bindir(&err);
+  if (!bindir) die("pg bindir", &err);
+  double engine[ROUNDS], pgb[ROUNDS];
+  for (int r = 0; r < ROUNDS; r++) {
+    pgb[r] = run_pgbench(bindir);
+    engine[r] = run_engine();
+    printf("round %d: pgbench %.0f tx/s, engine %.0f tx/s\n", r + 1, pgb[r], engine[r]);
+    fflush(stdout);
+  }
+  qsort(engine, ROUNDS, sizeof(double), cmp);
+  qsort(pgb, ROUNDS, sizeof(double), cmp);
+  printf("provisioning transaction, %d concurrent, %d s rounds, medians:\n", THREADS, SECONDS);
+  printf("  pgbench, the spec's four statements: %.0f tx/s\n", pgb[ROUNDS / 2]);
+  printf("  engine (decisions, capacity, instance, event, decision log, job): %.0f tx/s\n",
+         engine[ROUNDS / 2]);
+  printf("  engine / pgbench: %.2fx (target >= 0.80x)\n", engine[ROUNDS / 2] / pgb[ROUNDS / 2]);
+  check_allocation();
+  free(bindir);
+}
+
+/* ---- end to end on the local fleet ---- */
+
+typedef struct e2e {
+  int from, to;
+  double *latency_ms;
+} e2e_t;
+
+static void *e2e_worker(void *arg) {
+  e2e_t *job = arg;
+  sb_error_t err;
+  sb_db_t *db = connect_db();
+  sb_policy_engine_t *pe = sb_policy_engine_new(policies, &err);
+  sb_fleet_ctx_t ctx = {db, pe, NULL, keys, "bench"};
+  for (int i = job->from; i < job->to; i++) {
+    char sub[64];
+    snprintf(sub, sizeof sub, "e2e-%d-%d", (int)getpid() % 10000, i);
+    sb_provision_request_t req = {users[i % USERS], "starter", "bench", sub, NULL};
+    sb_provision_result_t out;
+    uint64_t t0 = sb_now_ns();
+    if (sb_provision_request(&ctx, &req, &out, &err) != 0) die("request", &err);
+    const char *p[] = {out.instance_id};
+    for (;;) {
+      PGresult *res = sb_db_query(db, "SELECT status FROM instances WHERE id = $1", 1, p, &err);
+      bool active = res && strcmp(PQgetvalue(res, 0, 0), "active") == 0;
+      if (res) PQclear(res);
+      if (active) break;
+      usleep(2000);
+    }
+    job->latency_ms[i] = (double)(sb_now_ns() - t0) / 1e6;
+  }
+  sb_policy_engine_free(pe);
+  sb_db_free(db);
+  return NULL;
+}
+
+static void bench_e2e(int n) {
+  sb_error_t err;
+  sb_engine_t *engine = sb_engine_start(&err);
+  if (!engine) die("engine", &err);
+  /* The first request waits for the first server; warm up with one. */
+  double *lat = sb_xcalloc((size_t)n + 1, sizeof(double));
+  e2e_t warm = {n, n + 1, lat};
+  e2e_worker(&warm);
+  printf("first instance (includes creating the first shared server): %.0f ms\n", lat[n]);
+  pthread_t th[4];
+  e2e_t parts[4];
+  for (int i = 0; i < 4; i++) {
+    parts[i] = (e2e_t){i * n / 4, (i + 1) * n / 4, lat};
+    pthread_create(&th[i], NULL, e2e_worker, &parts[i]);
+  }
+  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+  qsort(lat, (size_t)n, sizeof(double), cmp);
+  printf("provisioning a tenant database end to end (%d requests, 4 at a time, local fleet): "
+         "median %.1f ms, p99 %.1f ms, max %.1f ms\n",
+         n, lat[n / 2], lat[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], lat[n - 1]);
+  free(lat);
+  sb_engine_request_stop(engine);
+  sb_engine_free(engine);
+}
+
+int main(int argc, char **argv) {
+  bool e2e = argc > 1 && strcmp(argv[1], "e2e") == 0;
+  if (!getenv("SOLOBASE_DATA_DIR")) setenv("SOLOBASE_DATA_DIR", "/tmp/solobase-bench", 1);
+  if (e2e && !getenv("SOLOBASE_FLEET_SERVER_SETTINGS"))
+    setenv("SOLOBASE_FLEET_SERVER_SETTINGS", "shared_buffers=16MB", 1);
+  sb_error_t err;
+  if (sb_config_load(NULL, &err) != 0 || sb_config_finish(&err) != 0) die("settings", &err);
+  setup(!e2e);
+  if (!(keys = sb_keyring_load(&err))) die("keys", &err);
+  sb_policy_limits_t limits = {1000000, (size_t)64 << 20};
+  policies = sb_policy_registry_new(sb_config()->policies_dir, &limits);
+  sb_policy_report_t rep;
+  if (sb_policy_registry_reload(policies, &rep, &err) != 0) die("policies", &err);
+  if (e2e) bench_e2e(argc > 2 ? atoi(argv[2]) : 40);
+  else bench_tx();
+  sb_policy_registry_free(policies);
+  sb_keyring_free(keys);
+  teardown();
+  return 0;
+}
