@@ -28,6 +28,7 @@ sb_db_t *sb_db_connect(const char *conninfo, const char *dbname, const char *app
   keys[n] = "application_name", vals[n++] = application_name ? application_name : "solobase";
   keys[n] = "connect_timeout", vals[n++] = "10";
   keys[n] = "client_encoding", vals[n++] = "UTF8";
+
   if (dbname) keys[n] = "dbname", vals[n++] = dbname;
   keys[n] = NULL, vals[n] = NULL;
   PGconn *conn = PQconnectdbParams(keys, vals, 1);
@@ -117,6 +118,133 @@ int sb_db_exec_script(sb_db_t *db, const char *sql, sb_error_t *err) {
   sb_db_error_from_result(err, db->conn, res, sql);
   PQclear(res);
   return -1;
+}
+
+/* The name of sql's prepared statement on this connection, preparing it on first use;
+ * NULL with err on failure. */
+static const char *prepare(sb_db_t *db, const char *sql, int nparams, sb_error_t *err,
+                           char *name, size_t len) {
+  for (int i = 0; i < db->nprepared; i++)
+    if (db->prepared[i] == sql) {
+      snprintf(name, len, "sb_%d", i);
+      return name;
+    }
+  if (db->nprepared == SB_DB_PREPARED_MAX) return NULL; /* full: run it unprepared */
+  if (db->nprepared == 0) {
+    /* The engine prepares only statements that look rows up by key, for which the
+     * generic plan is the right one. Left to choose, PostgreSQL sometimes keeps
+     * re-planning every execution (custom plans), which for the provisioning statement
+     * costs more CPU than running it (tests/bench/provision_bench.c). Unnamed
+     * statements are always planned for their values and are not affected. */
+    PGresult *set = PQexec(db->conn, "SET plan_cache_mode = force_generic_plan");
+    PQclear(set);
+  }
+  snprintf(name, len, "sb_%d", db->nprepared);
+  PGresult *res = PQprepare(db->conn, name, sql, nparams, NULL);
+  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    sb_db_error_from_result(err, db->conn, res, sql);
+    PQclear(res);
+    return NULL;
+  }
+  PQclear(res);
+  db->prepared[db->nprepared++] = sql;
+  return name;
+}
+
+PGresult *sb_db_query_prepared(sb_db_t *db, const char *sql, int nparams,
+                               const char *const *params, sb_error_t *err) {
+  char name[16];
+  sb_error_clear(err);
+  if (!prepare(db, sql, nparams, err, name, sizeof name)) {
+    if (err && err->msg[0]) return NULL;
+    return sb_db_query(db, sql, nparams, params, err);
+  }
+  PGresult *res = PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, 0);
+  ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+  sb_db_error_from_result(err, db->conn, res, sql);
+  PQclear(res);
+  return NULL;
+}
+
+/* Reads the results of `total` statements and the sync. Statement i (counting all
+ * sent) is stmts[i - first] when first <= i < first + n. Returns 0 when all succeeded;
+ * err gets the first failure. */
+static int read_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int first, int n, int total,
+                         sb_error_t *err) {
+  int rc = 0;
+  for (int i = 0; i < total; i++) {
+    PGresult *res = PQgetResult(db->conn);
+    if (!res) {
+      if (rc == 0) sb_db_error_from_result(err, db->conn, NULL, NULL);
+      return -1; /* the connection broke */
+    }
+    ExecStatusType st = PQresultStatus(res);
+    bool mine = i >= first && i < first + n;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+      if (mine) stmts[i - first].result = res;
+      else PQclear(res);
+    } else {
+      if (rc == 0) sb_db_error_from_result(err, db->conn, res, mine ? stmts[i - first].sql : NULL);
+      rc = -1;
+      PQclear(res);
+    }
+    PQclear(PQgetResult(db->conn)); /* each statement's results end with a NULL */
+  }
+  PGresult *sync = PQgetResult(db->conn);
+  if (!sync || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) rc = -1;
+  PQclear(sync);
+  return rc;
+}
+
+int sb_db_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int n, sb_error_t *err) {
+  bool nested = db->tx_depth > 0;
+  char names[8][16];
+  for (int i = 0; i < n; i++) {
+    stmts[i].result = NULL;
+    /* Preparing is a round trip of its own, once per connection and statement. */
+    names[i][0] = '\0';
+    if (stmts[i].prepared && i < 8 &&
+        !prepare(db, stmts[i].sql, stmts[i].nparams, err, names[i], sizeof names[i]) &&
+        err->msg[0])
+      return -1;
+  }
+  if (!PQenterPipelineMode(db->conn)) {
+    sb_error_set(err, "cannot enter pipeline mode: %s", PQerrorMessage(db->conn));
+    return -1;
+  }
+  bool ok = true;
+  if (nested)
+    ok = PQsendQueryParams(db->conn, "SAVEPOINT sb_pipeline", 0, NULL, NULL, NULL, NULL, 0);
+  for (int i = 0; ok && i < n; i++)
+    ok = i < 8 && names[i][0]
+             ? PQsendQueryPrepared(db->conn, names[i], stmts[i].nparams, stmts[i].params, NULL,
+                                   NULL, 0)
+             : PQsendQueryParams(db->conn, stmts[i].sql, stmts[i].nparams, NULL, stmts[i].params,
+                                 NULL, NULL, 0);
+  if (ok && nested)
+    ok = PQsendQueryParams(db->conn, "RELEASE SAVEPOINT sb_pipeline", 0, NULL, NULL, NULL, NULL, 0);
+  ok = ok && PQpipelineSync(db->conn);
+  int rc;
+  if (ok) {
+    rc = read_pipeline(db, stmts, nested ? 1 : 0, n, n + (nested ? 2 : 0), err);
+  } else {
+    sb_error_set(err, "sending to the database failed: %s", PQerrorMessage(db->conn));
+    rc = -1;
+  }
+  PQexitPipelineMode(db->conn);
+  if (rc != 0) {
+    for (int i = 0; i < n; i++) {
+      PQclear(stmts[i].result);
+      stmts[i].result = NULL;
+    }
+    if (nested && PQstatus(db->conn) == CONNECTION_OK) {
+      /* Undo the pipeline only; the caller's transaction goes on. */
+      PQclear(PQexec(db->conn, "ROLLBACK TO SAVEPOINT sb_pipeline"));
+      PQclear(PQexec(db->conn, "RELEASE SAVEPOINT sb_pipeline"));
+    }
+  }
+  return rc;
 }
 
 int sb_db_begin(sb_db_t *db, sb_error_t *err) {

@@ -15,9 +15,15 @@
 
 #include "error.h"
 
+#define SB_DB_PREPARED_MAX 32
+
 typedef struct sb_db {
   PGconn *conn;
   int tx_depth; /* 0 outside a transaction; savepoints nest above 1 */
+  /* Statements prepared on this connection, keyed by the address of their (static)
+   * text: hot statements are parsed and planned once per connection. */
+  const char *prepared[SB_DB_PREPARED_MAX];
+  int nprepared;
 } sb_db_t;
 
 /* Connects with conninfo (URL or key=value); dbname, when non-NULL, replaces the
@@ -36,6 +42,26 @@ int sb_db_exec_params(sb_db_t *db, const char *sql, int nparams, const char *con
 /* Runs a script of one or more statements without parameters (migrations, seeds). On
  * error, err says which line of sql failed. */
 int sb_db_exec_script(sb_db_t *db, const char *sql, sb_error_t *err);
+
+/* Like sb_db_query for a statement run often: sql must be a string with static
+ * storage (its address names the prepared statement). */
+PGresult *sb_db_query_prepared(sb_db_t *db, const char *sql, int nparams,
+                               const char *const *params, sb_error_t *err);
+
+/* One statement of a pipeline. */
+typedef struct sb_db_stmt {
+  const char *sql;
+  int nparams;
+  const char *const *params;
+  bool prepared;    /* sql has static storage: run it as a prepared statement */
+  PGresult *result; /* filled by sb_db_pipeline: the caller PQclear()s */
+} sb_db_stmt_t;
+
+/* Sends all statements in one round trip (libpq pipeline mode) as one transaction: all
+ * take effect or none does. Outside a transaction they form the implicit transaction of
+ * one Sync; inside one they run under a savepoint. 0 on success (every result filled);
+ * -1 with the first error in err, and nothing applied. */
+int sb_db_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int n, sb_error_t *err);
 
 int sb_db_begin(sb_db_t *db, sb_error_t *err);
 int sb_db_commit(sb_db_t *db, sb_error_t *err);

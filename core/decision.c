@@ -34,18 +34,17 @@ int sb_decision_record_version(sb_db_t *db, const sb_policy_result_t *r, const c
       4, ev, err);
 }
 
-int sb_decision_record(sb_db_t *db, const sb_decision_t *d,
-                       const char *event_id, const char *instance_id, char *id_out,
-                       sb_error_t *err) {
+int sb_decision_record(sb_db_t *db, const sb_decision_t *d, const char *event_id,
+                       char *id_out, sb_error_t *err) {
   char us[32];
   snprintf(us, sizeof us, "%llu", (unsigned long long)(d->duration_ns / 1000));
   const char *params[] = {d->policy, d->fn, d->sha256, d->input_json, d->output_json,
-                          event_id, instance_id, us};
+                          event_id, us};
   PGresult *res = sb_db_query(db,
                               "INSERT INTO policy_decisions (policy, function, version_sha256, "
-                              "input, output, event_id, instance_id, duration_us) "
-                              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                              8, params, err);
+                              "input, output, event_id, duration_us) "
+                              "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                              7, params, err);
   if (!res) return -1;
   if (id_out) snprintf(id_out, 37, "%s", PQgetvalue(res, 0, 0));
   PQclear(res);

@@ -26,12 +26,11 @@ typedef struct sb_decision {
 
 int sb_decision_record_version(sb_db_t *db, const sb_policy_result_t *r, const char *source,
                                sb_error_t *err);
-/* Inserts the decision; its version is on record from when it was loaded (the
- * registry's listener). event_id and instance_id may be NULL. id_out (37 bytes) may
- * be NULL. */
-int sb_decision_record(sb_db_t *db, const sb_decision_t *d,
-                       const char *event_id, const char *instance_id, char *id_out,
-                       sb_error_t *err);
+/* Inserts the decision, linked to the event it caused (may be NULL); its version is on
+ * record from when it was loaded (the registry's listener). id_out (37 bytes) may be
+ * NULL. */
+int sb_decision_record(sb_db_t *db, const sb_decision_t *d, const char *event_id,
+                       char *id_out, sb_error_t *err);
 void sb_decision_clear(sb_decision_t *d);
 
 #endif

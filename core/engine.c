@@ -210,11 +210,13 @@ static void *worker_main(void *arg) {
 
 /* ---- coordinator ---- */
 
-/* Claims each due schedule once and queues its job, in one transaction. */
-static void run_schedules(sb_db_t *db) {
+/* Claims each due schedule once and queues its job, in one transaction. True when a
+ * job was queued. */
+static bool run_schedules(sb_db_t *db) {
   sb_error_t err;
+  bool queued = false;
   for (int i = 0; i < 16; i++) {
-    if (sb_db_begin(db, &err) != 0) return;
+    if (sb_db_begin(db, &err) != 0) return queued;
     PGresult *res = sb_db_query(
         db,
         "UPDATE schedules SET last_run_at = now(), "
@@ -226,7 +228,7 @@ static void run_schedules(sb_db_t *db) {
       if (res) PQclear(res);
       sb_db_rollback(db, NULL);
       if (!res) sb_warn("scheduler", "%s", err.msg);
-      return;
+      return queued;
     }
     char dedupe[96];
     snprintf(dedupe, sizeof dedupe, "schedule:%s", PQgetvalue(res, 0, 0));
@@ -239,9 +241,11 @@ static void run_schedules(sb_db_t *db) {
     if (rc != 0 || sb_db_commit(db, &err) != 0) {
       sb_db_rollback(db, NULL);
       sb_warn("scheduler", "%s", err.msg);
-      return;
+      return queued;
     }
+    queued = queued || created;
   }
+  return queued;
 }
 
 static void *coordinator_main(void *arg) {
@@ -266,12 +270,12 @@ static void *coordinator_main(void *arg) {
         break;
       }
       PGnotify *nt;
-      bool jobs = false;
+      bool any = false;
       while ((nt = PQnotifies(e->coord->conn))) {
-        jobs = jobs || strcmp(nt->relname, "sb_jobs") == 0;
+        any = true;
         PQfreemem(nt);
       }
-      if (jobs) wake_workers(e);
+      if (any) wake_workers(e);
     }
     uint64_t now = sb_now_ns();
     if (now - last_schedule >= 1000000000ull) {
@@ -288,7 +292,7 @@ static void *coordinator_main(void *arg) {
         }
         if (res) PQclear(res);
       }
-      if (atomic_load(&e->leader)) run_schedules(maint);
+      if (atomic_load(&e->leader) && run_schedules(maint)) wake_workers(e);
     }
     if (now - last_reap >= 3000000000ull) {
       last_reap = now;
@@ -338,7 +342,10 @@ sb_engine_t *sb_engine_start(sb_error_t *err) {
   if (sb_policy_registry_reload(e->policies, &rep, err) != 0) goto fail;
   if (!(e->watch = sb_policy_watch_start(e->policies, err))) goto fail;
   if (sb_engine_register(e->coord, &e->id, err) != 0) goto fail;
-  if (sb_db_exec_params(e->coord, "LISTEN sb_jobs", 0, NULL, err) != 0) goto fail;
+  /* Jobs are queued with an event (whose NOTIFY says so) or by this engine itself. */
+  if (sb_db_exec_params(e->coord, "LISTEN sb_jobs", 0, NULL, err) != 0 ||
+      sb_db_exec_params(e->coord, "LISTEN sb_events", 0, NULL, err) != 0)
+    goto fail;
   char interval[32];
   snprintf(interval, sizeof interval, "%ld", sb_config()->health_check_interval_s);
   const char *ip[] = {interval};

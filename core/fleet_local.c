@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <libpq-fe.h>
-#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,21 +74,38 @@ typedef struct server_paths {
 
 /* ---- names, paths, files ---------------------------------------------------------- */
 
-static bool matches(const char *pattern, const char *s) {
-  regex_t re;
-  if (regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB) != 0) return false;
-  bool ok = regexec(&re, s, 0, NULL, 0) == 0;
-  regfree(&re);
-  return ok;
+#define LOWER "abcdefghijklmnopqrstuvwxyz"
+#define UPPER "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#define DIGITS "0123456789"
+
+/* True when s is one character of `first` followed only by characters of `rest`, at most
+ * max in all. (No regex: a locale must not change what [a-z] means here.) */
+static bool name_ok(const char *s, const char *first, const char *rest, size_t max) {
+  if (!s || !*s || !strchr(first, *s)) return false;
+  size_t n = strlen(s);
+  return n <= max && strspn(s + 1, rest) == n - 1;
 }
 
+/* ^[a-z0-9][a-z0-9-]{0,62}$: the directory of a server. */
 static bool valid_server_name(const char *s) {
-  return s && matches("^[a-z0-9][a-z0-9-]{0,62}$", s);
+  return name_ok(s, LOWER DIGITS, LOWER DIGITS "-", 63);
 }
 
-/* Tenant databases and roles, and the admin role: written into SQL, conninfo and
- * PgBouncer's files, so only plain lowercase identifiers are accepted. */
-static bool valid_ident(const char *s) { return s && matches("^[a-z_][a-z0-9_]{0,62}$", s); }
+/* ^[a-z_][a-z0-9_]{0,62}$: tenant databases and roles, and the admin role. They are
+ * written into SQL, conninfo strings and PgBouncer's files, so only plain lowercase
+ * identifiers are accepted. */
+static bool valid_ident(const char *s) { return name_ok(s, LOWER "_", LOWER DIGITS "_", 63); }
+
+/* A postgresql.conf setting name, optionally with one dot (extension.setting). */
+static bool valid_setting_name(const char *s) {
+  char part[128];
+  snprintf(part, sizeof part, "%s", s);
+  char *dot = strchr(part, '.');
+  if (dot) *dot = '\0';
+  const char *first = LOWER UPPER "_", *rest = LOWER UPPER DIGITS "_";
+  return strlen(s) < sizeof part && name_ok(part, first, rest, sizeof part) &&
+         (!dot || name_ok(dot + 1, first, rest, sizeof part));
+}
 
 /* Checks what every operation on srv needs; programmer-facing messages. */
 static int check_server(const sb_server_t *srv, bool need_admin, sb_error_t *err) {
@@ -291,7 +307,7 @@ static char **server_conf_lines(const char *settings, sb_error_t *err) {
     }
     *eq = '\0';
     char *name = trim(item), *value = trim(eq + 1);
-    if (!matches("^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)?$", name)) {
+    if (!valid_setting_name(name)) {
       sb_error_set(err, "fleet_server_settings: `%s` is not a PostgreSQL setting name", name);
       goto fail;
     }
@@ -670,12 +686,17 @@ static int server_up(sb_fleet_driver_t *d, sb_server_t *srv, bool create, sb_err
   sb_error_t scratch;
   if (!err) err = &scratch;
   if (check_server(srv, true, err) != 0) return -1;
+  /* Bad settings are reported before anything is made. */
+  char **lines = server_conf_lines(sb_config()->fleet_server_settings, err);
+  if (!lines) {
+    sb_error_prefix(err, "server %s", srv->name);
+    return -1;
+  }
   server_paths_t p;
   paths_init(&p, st, srv->name);
   int rc = -1;
   sb_pgcluster_t *c = NULL;
   sb_db_t *db = NULL;
-  char **lines = NULL;
   int lock = lock_server(&p, err);
   if (lock < 0) goto done;
   c = sb_pgcluster_new(p.root, srv->admin_user, srv->admin_password, srv->port, err);
@@ -688,8 +709,6 @@ static int server_up(sb_fleet_driver_t *d, sb_server_t *srv, bool create, sb_err
     /* An initdb cut short leaves a directory initdb refuses; nothing of a tenant can be
      * in it yet, since tenants come only after this function succeeded. */
     if (remove_tree(p.data, err) != 0) goto done;
-    lines = server_conf_lines(sb_config()->fleet_server_settings, err);
-    if (!lines) goto done;
     if (sb_pgcluster_init(c, (const char *const *)lines, false, err) != 0) goto done;
     if (write_private_file(st, p.created, "", err) != 0) goto done;
     sb_info("fleet", "server %s: initialised in %s", srv->name, p.root);

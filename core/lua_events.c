@@ -85,7 +85,7 @@ static int events_publish(lua_State *L) {
   snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
   PQclear(res);
   if (decision) {
-    if (sb_decision_record(db, &d, id, instance, NULL, &err) != 0) {
+    if (sb_decision_record(db, &d, id, NULL, &err) != 0) {
       sb_db_rollback(db, NULL);
       luaL_error(L, "sb.events.publish: recording the decision: %s [%s]", err.msg, err.sqlstate);
     }

@@ -92,9 +92,9 @@ static int emit(sb_fleet_ctx_t *ctx, const char *type, const char *instance_id,
 }
 
 static int record(sb_fleet_ctx_t *ctx, sb_decision_t *d, const char *event_id,
-                  const char *instance_id, sb_error_t *err) {
+                  sb_error_t *err) {
   if (!d->input_json) return 0; /* no decision was taken */
-  return sb_decision_record(ctx->db, d, event_id, instance_id, NULL, err);
+  return sb_decision_record(ctx->db, d, event_id, NULL, err);
 }
 
 /* Calls policy.fn on input_json; on success the answer is on top of the policy
@@ -150,47 +150,65 @@ static bool answer_bool(lua_State *L, const char *k) {
 
 /* ---- placement ------------------------------------------------------------------------ */
 
+/* The shared servers and whether one is being made, as placement's input pieces. */
+static const char servers_sql[] =
+    "SELECT coalesce(json_agg(json_build_object('id', id, 'status', status,"
+    "  'current_databases', current_databases, 'max_databases', max_databases,"
+    "  'storage_used_gb', storage_used_gb, 'storage_total_gb', storage_total_gb)"
+    "  ORDER BY current_databases, id) FILTER (WHERE status IN ('active', 'degraded', 'draining')),"
+    "  '[]'::json),"
+    " coalesce(bool_or(status = 'provisioning'), false) OR EXISTS (SELECT 1 FROM jobs"
+    "  WHERE dedupe_key = 'server.create:shared' AND status IN ('queued', 'running'))"
+    " FROM shared_rds_instances WHERE driver = $1";
+
+/* Asks the placement policy where a database of quota_gb goes, given the servers JSON;
+ * chosen is "" for none, new_server the JSON of a server to open (or ""). */
+static int ask_placement(sb_fleet_ctx_t *ctx, long long quota_gb, const char *key,
+                         const char *servers, bool opening, char *chosen, char *new_server,
+                         size_t ns_len, sb_decision_t *d, sb_error_t *err) {
+  /* Pieces from the database (JSON it made), an integer and a uuid we made: safe to
+   * splice. The key spreads concurrent requests over the least-loaded servers. */
+  char keyfield[64] = "";
+  if (key) snprintf(keyfield, sizeof keyfield, ", \"key\": \"%.36s\"", key);
+  char *input = sb_xasprintf("{\"request\": {\"storage_quota_gb\": %lld%s}, "
+                             "\"servers\": %s, \"opening\": %s}",
+                             quota_gb, keyfield, servers, opening ? "true" : "false");
+  lua_State *L = decide(ctx, "placement", "place", input, d, err);
+  free(input);
+  if (!L) return -1;
+  answer_string(L, "server_id", chosen, 37);
+  new_server[0] = '\0';
+  if (answer_bool(L, "open_new_server")) {
+    lua_getfield(L, -1, "new_server");
+    char *json = sb_lua_json_encode(L, -1, NULL, NULL);
+    snprintf(new_server, ns_len, "%s", json ? json : "{}");
+    free(json);
+    lua_pop(L, 1);
+  }
+  end_decision(ctx);
+  return 0;
+}
+
 /* Inside the caller's transaction: asks the placement policy for a shared server and
- * takes a place on it. server_id is "" when none had room; *opening tells whether a
- * new server was asked for. */
-static int place_shared(sb_fleet_ctx_t *ctx, long long storage_quota_gb, char *server_id,
-                        bool *opening, sb_decision_t *d, sb_error_t *err) {
+ * takes a place on it (key: the instance, or NULL). server_id is "" when none had room;
+ * *opening tells whether a new server was asked for. */
+static int place_shared(sb_fleet_ctx_t *ctx, long long storage_quota_gb, const char *key,
+                        char *server_id, bool *opening, sb_decision_t *d, sb_error_t *err) {
   server_id[0] = '\0';
   *opening = false;
-  char quota[32];
-  snprintf(quota, sizeof quota, "%lld", storage_quota_gb);
   for (int attempt = 0; attempt < PLACEMENT_TRIES; attempt++) {
-    const char *qp[] = {quota, sb_config()->fleet_driver};
-    PGresult *res = sb_db_query(
-        ctx->db,
-        "SELECT json_build_object('request', json_build_object('storage_quota_gb', $1::bigint), "
-        "'servers', coalesce((SELECT json_agg(json_build_object('id', id, 'status', status, "
-        "  'current_databases', current_databases, 'max_databases', max_databases, "
-        "  'storage_used_gb', storage_used_gb, 'storage_total_gb', storage_total_gb) "
-        "  ORDER BY current_databases, id) FROM shared_rds_instances "
-        "  WHERE status IN ('active', 'degraded', 'draining') AND driver = $2), '[]'::json), "
-        "'opening', EXISTS (SELECT 1 FROM jobs WHERE kind = 'server.create' "
-        "  AND status IN ('queued', 'running')) "
-        "  OR EXISTS (SELECT 1 FROM shared_rds_instances WHERE status = 'provisioning'))",
-        2, qp, err);
+    const char *sp[] = {sb_config()->fleet_driver};
+    PGresult *res = sb_db_query(ctx->db, servers_sql, 1, sp, err);
     if (!res) return -1;
-    char *input = sb_xstrdup(PQgetvalue(res, 0, 0));
+    char *servers = sb_xstrdup(PQgetvalue(res, 0, 0));
+    bool in_flight = PQgetvalue(res, 0, 1)[0] == 't';
     PQclear(res);
-    lua_State *L = decide(ctx, "placement", "place", input, d, err);
-    free(input);
-    if (!L) return -1;
-    char chosen[64] = "", new_server[256] = "{}";
-    answer_string(L, "server_id", chosen, sizeof chosen);
-    bool open = answer_bool(L, "open_new_server");
-    if (open) {
-      lua_getfield(L, -1, "new_server");
-      char *json = sb_lua_json_encode(L, -1, NULL, NULL);
-      if (json) snprintf(new_server, sizeof new_server, "%s", json);
-      free(json);
-      lua_pop(L, 1);
-    }
-    end_decision(ctx);
-    if (open) {
+    char chosen[37] = "", new_server[256] = "";
+    int rc = ask_placement(ctx, storage_quota_gb, key, servers, in_flight, chosen, new_server,
+                           sizeof new_server, d, err);
+    free(servers);
+    if (rc != 0) return -1;
+    if (new_server[0]) {
       sb_job_enqueue_t j = {.kind = "server.create", .payload = new_server,
                             .dedupe_key = "server.create:shared", .max_attempts = 10};
       if (sb_jobs_enqueue(ctx->db, &j, NULL, NULL, err) != 0) return -1;
@@ -237,6 +255,86 @@ static bool valid_subdomain(const char *s) {
   return true;
 }
 
+/* The writes of a request, one statement: take a place on the chosen shared server
+ * ($7; NULL: none chosen) if it is still active and has room, and only then make the
+ * dedicated server row ($18; NULL: shared tier), the instance, the spec's step-4
+ * `created` event, the decision records, the provisioning job, and a request for a new
+ * shared server when placement said so. If the place is gone, the sb_raise() in the
+ * last column fails the statement and nothing is written (the request places again).
+ *
+ * The claim comes first: the instance row's reference to the server is then checked
+ * under this transaction's own update lock, with no key-share lock for concurrent
+ * requests to pile into multixacts on that hot row. Only the instance refers to the
+ * server, for the same reason. */
+static const char request_sql[] =
+    "WITH claim AS ("
+    "  UPDATE shared_rds_instances SET current_databases = current_databases + 1"
+    "  WHERE $7::uuid IS NOT NULL AND id = $7::uuid AND status = 'active'"
+    "    AND current_databases < max_databases RETURNING id),"
+    " go AS (SELECT (SELECT id FROM claim) AS server"
+    "  WHERE $7::uuid IS NULL OR EXISTS (SELECT 1 FROM claim)),"
+    " ded AS ("
+    "  INSERT INTO dedicated_rds_instances (id, rds_instance_id, driver, instance_class,"
+    "    admin_user, admin_password_enc, secret_key_id, host)"
+    "  SELECT $18::uuid, $19, $20, $21, 'solobase_admin', $22, $23, '127.0.0.1' FROM go"
+    "  WHERE $18::uuid IS NOT NULL RETURNING id),"
+    " inst AS ("
+    "  INSERT INTO instances (id, user_id, plan_id, name, subdomain, status, database_tier,"
+    "    compute_tier, shared_rds_id, dedicated_rds_id, database_name, database_user,"
+    "    database_password_enc, secret_key_id, storage_quota_gb, api_requests_quota_daily,"
+    "    region)"
+    "  SELECT $1::uuid, $2::uuid, $3::uuid, $4, $5, CASE WHEN $18::uuid IS NULL AND"
+    "    go.server IS NULL THEN 'requested' ELSE 'provisioning' END, $6, $8, go.server,"
+    "    (SELECT id FROM ded), $9, $10, $11, $12, $13, $14, $15 FROM go"
+    "  RETURNING id, user_id, status),"
+    " ev AS ("
+    "  INSERT INTO instance_events (event_type, instance_id, user_id, description, payload,"
+    "    actor)"
+    "  SELECT 'created', inst.id, inst.user_id, 'Instance provisioning started',"
+    "    jsonb_build_object('plan', $24::text, 'database_tier', $6::text, 'status',"
+    "      inst.status, 'shared_rds_id', $7::uuid), $16 FROM inst RETURNING id),"
+    " dec AS ("
+    "  INSERT INTO policy_decisions (policy, function, version_sha256, input, output,"
+    "    event_id, duration_us)"
+    "  SELECT d.policy, d.fn, d.sha, d.input::jsonb, d.output::jsonb, ev.id, d.us::int"
+    "  FROM ev, (VALUES ($25, $26, $27, $28, $29, $30),"
+    "    ($31, $32, $33, $34, $35, $36)) d(policy, fn, sha, input, output, us)"
+    "  WHERE d.policy IS NOT NULL),"
+    " job AS ("
+    "  INSERT INTO jobs (kind, instance_id, dedupe_key)"
+    "  SELECT 'instance.provision', inst.id, 'provision:' || inst.id FROM inst RETURNING id),"
+    " srv AS ("
+    "  INSERT INTO jobs (kind, payload, dedupe_key, max_attempts)"
+    "  SELECT 'server.create', $17::jsonb, 'server.create:shared', 10 FROM go"
+    "  WHERE $17::jsonb IS NOT NULL"
+    "  ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'running') DO NOTHING)"
+    " SELECT (SELECT id FROM ev), (SELECT id FROM job), (SELECT status FROM inst),"
+    "  CASE WHEN EXISTS (SELECT 1 FROM go) THEN 0"
+    "  ELSE sb_raise('SB409', 'the chosen server has no room left') END";
+
+/* Everything both policies of a request need, in one query: the plan, whether the
+ * user may have instances, how many the user has on the plan, the shared servers and
+ * whether a new one is being made. */
+static const char inputs_sql[] =
+    "SELECT p.id, (SELECT status FROM users WHERE id = $2::uuid), "
+    "json_build_object('plan', json_build_object('code', p.code, 'name', p.name, "
+    "  'database_tier', p.database_tier, 'compute_tier', p.compute_tier, "
+    "  'storage_quota_gb', p.storage_quota_gb, "
+    "  'api_requests_quota_daily', p.api_requests_quota_daily, 'max_instances', p.max_instances), "
+    "'request', json_build_object('name', $3::text, 'subdomain', $4::text), "
+    "'user', json_build_object('instance_count', (SELECT count(*) FROM instances "
+    "  WHERE user_id = $2::uuid AND plan_id = p.id AND status NOT IN ('failed', 'deleted')))), "
+    "s.servers, s.opening "
+    "FROM plans p, (SELECT coalesce(json_agg(json_build_object('id', id, 'status', status, "
+    "  'current_databases', current_databases, 'max_databases', max_databases, "
+    "  'storage_used_gb', storage_used_gb, 'storage_total_gb', storage_total_gb) "
+    "  ORDER BY current_databases, id) FILTER (WHERE status IN ('active', 'degraded', 'draining')), "
+    "  '[]'::json) AS servers, "
+    "  coalesce(bool_or(status = 'provisioning'), false) OR EXISTS (SELECT 1 FROM jobs "
+    "  WHERE dedupe_key = 'server.create:shared' AND status IN ('queued', 'running')) AS opening "
+    "  FROM shared_rds_instances WHERE driver = $5) s "
+    "WHERE p.code = $1 AND p.is_active";
+
 int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
                          sb_provision_result_t *out, sb_error_t *err) {
   memset(out, 0, sizeof *out);
@@ -256,24 +354,12 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
     return -1;
   }
   sb_decision_t tier = {0}, place = {0};
-  char *password_param = NULL, *admin_param = NULL;
+  char *password_param = NULL, *admin_param = NULL, *servers = NULL;
   int rc = -1;
-  if (sb_db_begin(ctx->db, err) != 0) return -1;
 
-  /* The provisioning policy's input, assembled by the database in one query. */
-  const char *gp[] = {req->plan, req->user_id, req->name, req->subdomain};
-  PGresult *res = sb_db_query(
-      ctx->db,
-      "SELECT p.id, (SELECT status FROM users WHERE id = $2::uuid), "
-      "json_build_object('plan', json_build_object('code', p.code, 'name', p.name, "
-      "  'database_tier', p.database_tier, 'compute_tier', p.compute_tier, "
-      "  'storage_quota_gb', p.storage_quota_gb, "
-      "  'api_requests_quota_daily', p.api_requests_quota_daily, 'max_instances', p.max_instances), "
-      "'request', json_build_object('name', $3::text, 'subdomain', $4::text), "
-      "'user', json_build_object('instance_count', (SELECT count(*) FROM instances "
-      "  WHERE user_id = $2::uuid AND plan_id = p.id AND status NOT IN ('failed', 'deleted')))) "
-      "FROM plans p WHERE p.code = $1 AND p.is_active",
-      4, gp, err);
+  /* Every input of both policies, read in one query. */
+  const char *gp[] = {req->plan, req->user_id, req->name, req->subdomain, sb_config()->fleet_driver};
+  PGresult *res = sb_db_query_prepared(ctx->db, inputs_sql, 5, gp, err);
   if (!res) {
     if (strcmp(err->sqlstate, "22P02") == 0) fail_code(err, SB_ERR_INVALID, "user_id is not a uuid");
     goto done;
@@ -292,6 +378,8 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
   char plan_id[37];
   snprintf(plan_id, sizeof plan_id, "%s", PQgetvalue(res, 0, 0));
   char *input = sb_xstrdup(PQgetvalue(res, 0, 2));
+  servers = sb_xstrdup(PQgetvalue(res, 0, 3));
+  bool opening = PQgetvalue(res, 0, 4)[0] == 't';
   PQclear(res);
 
   lua_State *L = decide(ctx, "provisioning", "decide", input, &tier, err);
@@ -323,14 +411,12 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
   explicit_bzero(password, sizeof password);
   if (sealed != 0) goto done;
 
-  char server[37] = "", dedicated[37] = "";
-  const char *status = "provisioning";
-  if (strcmp(db_tier, "shared") == 0) {
-    if (place_shared(ctx, storage_quota, server, &out->opening_server, &place, err) != 0) goto done;
-    if (!server[0]) status = "requested";
-  } else {
-    /* A dedicated server of its own, made by the provisioning job. */
-    char admin_pw[33], admin_key[SB_KEY_ID_LEN + 1], server_name[32], actx[96];
+  bool shared = strcmp(db_tier, "shared") == 0;
+  char dedicated[37] = "", server_name[32] = "", admin_key[SB_KEY_ID_LEN + 1] = "";
+  if (!shared) {
+    /* A dedicated server of its own, made by the provisioning job; its admin password
+     * is sealed before the server exists, so a crash can never lose it. */
+    char admin_pw[33], actx[96];
     sb_uuid_v4(dedicated);
     snprintf(server_name, sizeof server_name, "ded-%s", hex);
     snprintf(actx, sizeof actx, "dedicated_rds_instances.admin_password_enc:%s", dedicated);
@@ -338,63 +424,65 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
     int s2 = seal(ctx, actx, admin_pw, &admin_param, admin_key, err);
     explicit_bzero(admin_pw, sizeof admin_pw);
     if (s2 != 0) goto done;
-    const char *dp[] = {dedicated, server_name, sb_config()->fleet_driver, size, admin_param,
-                        admin_key};
-    if (sb_db_exec_params(ctx->db,
-                          "INSERT INTO dedicated_rds_instances (id, rds_instance_id, driver, "
-                          "instance_class, admin_user, admin_password_enc, secret_key_id, host) "
-                          "VALUES ($1, $2, $3, $4, 'solobase_admin', $5, $6, '127.0.0.1')",
-                          6, dp, err) != 0)
-      goto done;
   }
 
-  char sq[32], aq[32];
+  char sq[32], aq[32], us1[32], us2[32], actor[96];
   snprintf(sq, sizeof sq, "%lld", storage_quota);
   snprintf(aq, sizeof aq, "%lld", api_quota);
-  const char *ip[] = {id, req->user_id, plan_id, req->name, req->subdomain, status, db_tier,
-                      compute, server[0] ? server : NULL, dedicated[0] ? dedicated : NULL,
-                      dbname, role, password_param, key_id, sq, aq,
-                      req->region ? req->region : "local"};
-  if (sb_db_exec_params(ctx->db,
-                        "INSERT INTO instances (id, user_id, plan_id, name, subdomain, status, "
-                        "database_tier, compute_tier, shared_rds_id, dedicated_rds_id, "
-                        "database_name, database_user, database_password_enc, secret_key_id, "
-                        "storage_quota_gb, api_requests_quota_daily, region) VALUES ($1, $2, $3, "
-                        "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                        17, ip, err) != 0) {
-    if (strcmp(err->sqlstate, "23505") == 0 && strstr(err->msg, "subdomain"))
+  snprintf(actor, sizeof actor, "%s", ctx->actor ? ctx->actor : "engine");
+  for (int attempt = 0; attempt < PLACEMENT_TRIES; attempt++) {
+    char chosen[37] = "", new_server[256] = "";
+    if (shared) {
+      if (attempt > 0) { /* lost the race for the last place: look again */
+        const char *sp[] = {sb_config()->fleet_driver};
+        res = sb_db_query_prepared(ctx->db, servers_sql, 1, sp, err);
+        if (!res) goto done;
+        free(servers);
+        servers = sb_xstrdup(PQgetvalue(res, 0, 0));
+        opening = PQgetvalue(res, 0, 1)[0] == 't';
+        PQclear(res);
+      }
+      if (ask_placement(ctx, storage_quota, id, servers, opening, chosen, new_server,
+                        sizeof new_server, &place, err) != 0)
+        goto done;
+    }
+    snprintf(us1, sizeof us1, "%llu", (unsigned long long)(tier.duration_ns / 1000));
+    snprintf(us2, sizeof us2, "%llu", (unsigned long long)(place.duration_ns / 1000));
+    const char *p[] = {
+        id, req->user_id, plan_id, req->name, req->subdomain, db_tier,
+        chosen[0] ? chosen : NULL, compute, dbname, role, password_param, key_id, sq, aq,
+        req->region ? req->region : "local", actor, new_server[0] ? new_server : NULL,
+        shared ? NULL : dedicated, shared ? NULL : server_name, sb_config()->fleet_driver, size,
+        admin_param, shared ? NULL : admin_key, req->plan,
+        tier.policy, tier.fn, tier.sha256, tier.input_json, tier.output_json, us1,
+        place.input_json ? place.policy : NULL, place.fn, place.sha256, place.input_json,
+        place.output_json, us2};
+    res = sb_db_query_prepared(ctx->db, request_sql, 36, p, err);
+    if (res) {
+      snprintf(out->event_id, sizeof out->event_id, "%s", PQgetvalue(res, 0, 0));
+      snprintf(out->job_id, sizeof out->job_id, "%s", PQgetvalue(res, 0, 1));
+      snprintf(out->status, sizeof out->status, "%s", PQgetvalue(res, 0, 2));
+      snprintf(out->instance_id, sizeof out->instance_id, "%s", id);
+      snprintf(out->shared_rds_id, sizeof out->shared_rds_id, "%s", chosen);
+      out->opening_server = new_server[0] != '\0';
+      PQclear(res);
+      rc = 0;
+      goto done;
+    }
+    if (strcmp(err->sqlstate, "23505") == 0 && strstr(err->msg, "subdomain")) {
       fail_code(err, SB_ERR_CONFLICT, "subdomain '%s' is taken", req->subdomain);
-    goto done;
+      goto done;
+    }
+    if (strcmp(err->sqlstate, "SB409") != 0) goto done;
+    sb_debug("provision", "lost the race for the last place on %s; placing again", chosen);
   }
-  /* Step 4 of the spec's flow, with the decisions that led to it. */
-  char payload[512];
-  snprintf(payload, sizeof payload,
-           "{\"plan\": \"%s\", \"database_tier\": \"%s\", \"status\": \"%s\"%s%s%s}", req->plan,
-           db_tier, status, server[0] ? ", \"shared_rds_id\": \"" : "", server,
-           server[0] ? "\"" : "");
-  if (emit(ctx, "created", id, server[0] ? server : NULL, "Instance provisioning started", payload,
-           out->event_id, err) != 0 ||
-      record(ctx, &tier, out->event_id, id, err) != 0 ||
-      record(ctx, &place, out->event_id, id, err) != 0)
-    goto done;
-  char dedupe[64];
-  snprintf(dedupe, sizeof dedupe, "provision:%s", id);
-  sb_job_enqueue_t job = {.kind = "instance.provision", .instance_id = id, .dedupe_key = dedupe,
-                          .shared_rds_id = server[0] ? server : NULL};
-  if (sb_jobs_enqueue(ctx->db, &job, out->job_id, NULL, err) != 0) goto done;
-  if (sb_db_commit(ctx->db, err) != 0) goto out;
-  snprintf(out->instance_id, sizeof out->instance_id, "%s", id);
-  snprintf(out->status, sizeof out->status, "%s", status);
-  snprintf(out->shared_rds_id, sizeof out->shared_rds_id, "%s", server);
-  rc = 0;
-  goto out;
+  fail_code(err, SB_ERR_CONFLICT, "shared servers filled up while placing; try again");
 done:
-  if (ctx->db->tx_depth > 0) sb_db_rollback(ctx->db, NULL);
-out:
   sb_decision_clear(&tier);
   sb_decision_clear(&place);
   free(password_param);
   free(admin_param);
+  free(servers);
   return rc;
 }
 
@@ -607,7 +695,7 @@ static sb_job_outcome_t place_requested(sb_fleet_ctx_t *ctx, const char *id, int
   }
   char server[37];
   bool opening;
-  if (place_shared(ctx, row.storage_quota_gb, server, &opening, &place, err) != 0) goto done;
+  if (place_shared(ctx, row.storage_quota_gb, id, server, &opening, &place, err) != 0) goto done;
   if (!server[0]) {
     /* The placement decision and any server request still count: keep them. */
     if (sb_db_commit(ctx->db, err) != 0) goto done;
@@ -624,7 +712,7 @@ static sb_job_outcome_t place_requested(sb_fleet_ctx_t *ctx, const char *id, int
                         "WHERE id = $1 AND status = 'requested'",
                         2, up, err) != 0 ||
       emit(ctx, "placed", id, server, "Placed on a shared server", payload, event_id, err) != 0 ||
-      record(ctx, &place, event_id, id, err) != 0 || sb_db_commit(ctx->db, err) != 0)
+      record(ctx, &place, event_id, err) != 0 || sb_db_commit(ctx->db, err) != 0)
     goto done;
   out = SB_JOB_DONE;
 done:
@@ -823,7 +911,7 @@ static int final_backup(sb_fleet_ctx_t *ctx, const char *id, const instance_row_
                         7, p, err) != 0 ||
       emit(ctx, "backup.completed", id, NULL, "Final backup before deletion", NULL, event_id,
            err) != 0 ||
-      record(ctx, &d, event_id, id, err) != 0 || sb_db_commit(ctx->db, err) != 0) {
+      record(ctx, &d, event_id, err) != 0 || sb_db_commit(ctx->db, err) != 0) {
     sb_db_rollback(ctx->db, NULL);
     goto done;
   }
@@ -1097,7 +1185,7 @@ static sb_job_outcome_t job_capacity_check(sb_fleet_ctx_t *ctx, sb_error_t *err)
   bool opening;
   sb_decision_t d = {0};
   /* A nominal 1 GB request, not taken: only the threshold answer matters. */
-  int rc = place_shared(ctx, 1, server, &opening, &d, err);
+  int rc = place_shared(ctx, 1, NULL, server, &opening, &d, err);
   sb_decision_clear(&d);
   sb_db_rollback(ctx->db, NULL); /* never keep the place it took */
   if (rc != 0) return SB_JOB_RETRY;

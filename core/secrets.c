@@ -6,7 +6,7 @@
 
 #include <ctype.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,6 +25,16 @@ typedef struct key {
   unsigned char bytes[KEY_LEN];
   char id[SB_KEY_ID_LEN + 1];
 } master_key_t;
+
+/* AES-256-GCM, fetched from OpenSSL's provider once: the implicit fetch behind
+ * EVP_aes_256_gcm() takes a lock on every call. */
+static EVP_CIPHER *gcm;
+static pthread_once_t gcm_once = PTHREAD_ONCE_INIT;
+static void fetch_gcm(void) { gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL); }
+static const EVP_CIPHER *aes_gcm(void) {
+  pthread_once(&gcm_once, fetch_gcm);
+  return gcm ? gcm : EVP_aes_256_gcm();
+}
 
 struct sb_keyring {
   master_key_t keys[MAX_KEYS]; /* [0] is current */
@@ -142,7 +152,7 @@ int sb_secret_encrypt(const sb_keyring_t *kr, const char *context, const void *p
   int n = 0, rc = -1;
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   if (!ctx || sb_random_bytes(out + 1, NONCE_LEN, err) != 0) goto done;
-  if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+  if (EVP_EncryptInit_ex(ctx, aes_gcm(), NULL, NULL, NULL) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) != 1 ||
       EVP_EncryptInit_ex(ctx, NULL, NULL, k->bytes, out + 1) != 1 ||
       EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)k->id, SB_KEY_ID_LEN) != 1 ||
@@ -183,7 +193,7 @@ int sb_secret_decrypt(const sb_keyring_t *kr, const char *context, const char *k
   char *out = sb_xmalloc(n_ct + 1);
   int n = 0, rc = -1;
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-  if (!ctx || EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+  if (!ctx || EVP_DecryptInit_ex(ctx, aes_gcm(), NULL, NULL, NULL) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) != 1 ||
       EVP_DecryptInit_ex(ctx, NULL, NULL, k->bytes, blob + 1) != 1 ||
       EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)k->id, SB_KEY_ID_LEN) != 1 ||

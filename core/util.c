@@ -10,11 +10,11 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -192,10 +192,19 @@ void sb_sha256_hex(const void *data, size_t len, char out[65]) {
   sb_hex_encode(md, 32, out);
 }
 
+/* The kernel's CSPRNG: no shared state between threads, unlike a user-space DRBG
+ * behind a lock that every request thread would contend for. */
 int sb_random_bytes(void *buf, size_t len, sb_error_t *err) {
-  if (RAND_bytes(buf, (int)len) != 1) {
-    sb_error_set(err, "the random number generator failed");
-    return -1;
+  unsigned char *p = buf;
+  while (len > 0) {
+    ssize_t n = getrandom(p, len, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      sb_error_set(err, "the random number generator failed: %s", strerror(errno));
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
   }
   return 0;
 }

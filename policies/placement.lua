@@ -4,7 +4,9 @@
 -- M.place(input) -> placement
 --
 -- input:
---   request  { storage_quota_gb = number }   the new database's storage quota (absent: 0)
+--   request  { storage_quota_gb = number,    the new database's storage quota (absent: 0)
+--              key = string }                what spreads concurrent requests (optional;
+--                                            the core passes the new instance's id)
 --   servers  array of { id = string, status = string, current_databases = integer,
 --                       max_databases = integer, storage_used_gb = number,
 --                       storage_total_gb = number }   the shared servers
@@ -24,6 +26,12 @@
 --     plus the storage check, from "Monitor total storage across all databases".
 --   * The least loaded candidate wins: "ORDER BY current_databases ASC"; ties go to
 --     the lowest storage_used_gb, then the lowest id (our default: deterministic).
+--     With a request key, the choice is spread: among the candidates within SPREAD (1)
+--     databases of the least loaded, the one the key hashes to (FNV-1a). Our default,
+--     for concurrency: when every request picks the one least-loaded server, all of
+--     them queue on that server's capacity counter and provision one at a time;
+--     spread, they proceed in parallel while the fill stays even (no server more than
+--     SPREAD + 1 above the least loaded).
 --   * Threshold: "When reaching 80% capacity (120 databases), create new shared RDS".
 --     A server is at threshold when count >= ceil(0.8 * max), computed exactly in
 --     integers as count * 5 >= max * 4 (120 of 150).
@@ -46,6 +54,16 @@ local THRESHOLD_NUM, THRESHOLD_DEN = 4, 5
 local NEW_MAX_DATABASES = 150
 local NEW_STORAGE_TOTAL_GB = 100
 local NO_ROOM = "no shared server has room"
+local SPREAD = 1
+
+-- FNV-1a, 32 bits: a stable, well-spread hash of a string.
+local function fnv1a(s)
+  local h = 2166136261
+  for i = 1, #s do
+    h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff
+  end
+  return h
+end
 
 -- Can a server holding `count` databases and `used` GB take one more of `size` GB?
 local function has_room(s, count, used, size)
@@ -76,6 +94,21 @@ function M.place(input)
        and (best == nil or less_loaded(s, best)) then
       best = s
     end
+  end
+
+  -- Spread by the request's key among the near-least-loaded candidates, in id order.
+  local key = input.request and input.request.key
+  if best and type(key) == "string" then
+    local band = {}
+    local limit = (best.current_databases or 0) + SPREAD
+    for _, s in ipairs(servers) do
+      if has_room(s, s.current_databases or 0, s.storage_used_gb or 0, size)
+         and (s.current_databases or 0) <= limit then
+        band[#band + 1] = s
+      end
+    end
+    table.sort(band, function(a, b) return tostring(a.id) < tostring(b.id) end)
+    best = band[fnv1a(key) % #band + 1]
   end
 
   -- After this placement, is there still a server below threshold that can take
@@ -111,6 +144,11 @@ local function server(id, count, used)
 end
 
 M.examples = {
+  -- a key spreads the choice over the servers within one database of the least loaded
+  { fn = "place",
+    input = { request = { storage_quota_gb = 1, key = "6f040352-c321-432c-91a1-fffef1ac13e6" },
+              servers = { server("a", 3, 1), server("b", 4, 1), server("c", 9, 1) }, opening = false },
+    output = { server_id = "b", open_new_server = false } },
   { fn = "place",
     input = { request = { storage_quota_gb = 1 },
               servers = { server("b", 40, 20), server("a", 3, 12.5) }, opening = false },

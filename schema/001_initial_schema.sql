@@ -145,10 +145,11 @@ CREATE TABLE shared_rds_instances (
   created_at              timestamptz NOT NULL DEFAULT now(),
   updated_at              timestamptz NOT NULL DEFAULT now(),
   CONSTRAINT shared_rds_capacity CHECK (current_databases <= max_databases)
-);
--- Step 1 of the provisioning flow: the least-loaded active server with room.
-CREATE INDEX shared_rds_placement_idx ON shared_rds_instances (current_databases)
-  WHERE status = 'active';
+) WITH (fillfactor = 50);
+-- No index on current_databases or status: the table holds a few hundred servers at
+-- most, and every provisioning updates current_databases. Unindexed, those updates are
+-- HOT (heap-only, with room kept on each page by the fillfactor), so the hot rows do
+-- not bloat the table or its indexes under load.
 CREATE TRIGGER shared_rds_instances_updated_at BEFORE UPDATE ON shared_rds_instances
   FOR EACH ROW EXECUTE FUNCTION sb_set_updated_at();
 
@@ -229,10 +230,13 @@ CREATE TABLE instances (
   CONSTRAINT instances_database_name_per_server UNIQUE (shared_rds_id, database_name),
   CONSTRAINT instances_database_user_per_server UNIQUE (shared_rds_id, database_user)
 );
-CREATE INDEX instances_user_id_idx ON instances (user_id);
+-- (user_id, plan_id): the provisioning policy counts a user's instances on a plan.
+CREATE INDEX instances_user_id_idx ON instances (user_id, plan_id);
 CREATE INDEX instances_plan_id_idx ON instances (plan_id);
-CREATE INDEX instances_subscription_id_idx ON instances (subscription_id);
-CREATE UNIQUE INDEX instances_dedicated_rds_id_key ON instances (dedicated_rds_id);
+-- Foreign keys that are NULL for most rows get partial indexes: a lookup by a value
+-- (what ON DELETE and joins do) uses them, and inserts of NULL rows skip them.
+CREATE INDEX instances_subscription_id_idx ON instances (subscription_id) WHERE subscription_id IS NOT NULL;
+CREATE UNIQUE INDEX instances_dedicated_rds_id_key ON instances (dedicated_rds_id) WHERE dedicated_rds_id IS NOT NULL;
 CREATE INDEX instances_status_idx ON instances (status);
 CREATE TRIGGER instances_updated_at BEFORE UPDATE ON instances
   FOR EACH ROW EXECUTE FUNCTION sb_set_updated_at();
@@ -292,7 +296,7 @@ CREATE TABLE instance_events (
 ALTER SEQUENCE instance_events_seq_seq OWNED BY instance_events.seq;
 CREATE INDEX instance_events_instance_id_idx ON instance_events (instance_id, seq);
 CREATE INDEX instance_events_user_id_idx ON instance_events (user_id, seq);
-CREATE INDEX instance_events_shared_rds_id_idx ON instance_events (shared_rds_id);
+CREATE INDEX instance_events_shared_rds_id_idx ON instance_events (shared_rds_id) WHERE shared_rds_id IS NOT NULL;
 CREATE INDEX instance_events_created_at_idx ON instance_events (created_at);
 
 -- Stream order is commit order: the position is taken at commit (a deferred trigger)

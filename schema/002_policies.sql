@@ -23,17 +23,15 @@ CREATE TABLE policy_decisions (
   policy          text NOT NULL,
   function        text NOT NULL CONSTRAINT policy_decisions_function_format CHECK (function ~ '^[A-Za-z_][A-Za-z0-9_]*$'),
   version_sha256  text NOT NULL,
-  input           jsonb NOT NULL,
-  output          jsonb NOT NULL,
-  event_id        uuid REFERENCES instance_events (id) ON DELETE CASCADE,
-  instance_id     uuid REFERENCES instances (id) ON DELETE RESTRICT,
+  input           jsonb COMPRESSION lz4 NOT NULL,
+  output          jsonb COMPRESSION lz4 NOT NULL,
+  event_id        uuid REFERENCES instance_events (id) ON DELETE CASCADE,  -- and through it, the instance
   duration_us     integer CONSTRAINT policy_decisions_duration_nonneg CHECK (duration_us >= 0),
   created_at      timestamptz NOT NULL DEFAULT now()
 );
 -- version_sha256 names a row of policy_versions, recorded when that version was
 -- loaded. It is deliberately not a foreign key: the version is recorded on the
 -- engine's own connection, and a decision must not fail (or wait) for it.
+-- Decisions are written with every effect and read by event (explain); that is the
+-- only index, to keep the write cheap.
 CREATE INDEX policy_decisions_event_id_idx ON policy_decisions (event_id);
-CREATE INDEX policy_decisions_instance_id_idx ON policy_decisions (instance_id, created_at);
-CREATE INDEX policy_decisions_version_idx ON policy_decisions (policy, version_sha256);
-CREATE INDEX policy_decisions_created_at_idx ON policy_decisions (created_at);

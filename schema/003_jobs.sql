@@ -45,23 +45,16 @@ CREATE TABLE jobs (
 -- creation at a time): enqueueing a duplicate is a no-op.
 CREATE UNIQUE INDEX jobs_dedupe_live ON jobs (dedupe_key) WHERE status IN ('queued', 'running');
 CREATE INDEX jobs_ready_idx ON jobs (priority DESC, run_at) WHERE status = 'queued';
-CREATE INDEX jobs_instance_id_idx ON jobs (instance_id);
-CREATE INDEX jobs_shared_rds_id_idx ON jobs (shared_rds_id);
-CREATE INDEX jobs_locked_by_idx ON jobs (locked_by);
-CREATE INDEX jobs_status_idx ON jobs (status, finished_at);
+CREATE INDEX jobs_instance_id_idx ON jobs (instance_id) WHERE instance_id IS NOT NULL;
+CREATE INDEX jobs_shared_rds_id_idx ON jobs (shared_rds_id) WHERE shared_rds_id IS NOT NULL;
+CREATE INDEX jobs_locked_by_idx ON jobs (locked_by) WHERE locked_by IS NOT NULL;
 CREATE TRIGGER jobs_updated_at BEFORE UPDATE ON jobs
   FOR EACH ROW EXECUTE FUNCTION sb_set_updated_at();
 
--- Wakes idle workers of every engine when a job is queued.
-CREATE FUNCTION sb_jobs_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('sb_jobs', '');
-  RETURN NULL;
-END
-$$;
-CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF run_at, status ON jobs
-  FOR EACH STATEMENT EXECUTE FUNCTION sb_jobs_notify();
+-- Idle workers are woken by the NOTIFY every event sends at commit (each request that
+-- queues a job also writes an event), by their own engine when it queues one, and by a
+-- poll every second otherwise. A second NOTIFY per transaction would cost every
+-- provisioning a share of the commit-time serialisation NOTIFY imposes.
 
 -- Periodic work from the spec (health checks every 5 minutes, capacity check). The
 -- scheduler leader claims a due row with a conditional UPDATE and enqueues its job in

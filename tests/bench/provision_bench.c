@@ -35,15 +35,15 @@
 #include "provision.h"
 #include "util.h"
 
-#define THREADS 16
 #define ROUNDS 3
-#define SECONDS 15
+static int THREADS = 16, SECONDS = 15;
 #define USERS 10000
 
 static char *url;          /* the benchmark database */
 static sb_keyring_t *keys;
 static sb_policy_registry_t *policies;
 static char users[USERS][37];
+static _Atomic long request_seq; /* subdomains stay unique across rounds */
 
 static void die(const char *what, const sb_error_t *err) {
   fprintf(stderr, "%s: %s\n", what, err ? err->msg : "");
@@ -79,12 +79,16 @@ static void setup(bool fake_servers) {
       sb_seed_apply(db, sb_config()->schema_dir, sb_config()->seeds_dir, &n, &err) != 0)
     die("migrate", &err);
   exec(db, "UPDATE plans SET max_instances = 1000000 WHERE code = 'starter'");
-  exec(db, "INSERT INTO users (email) SELECT 'bench' || g || '@example.com' FROM generate_series(1, 10000) g");
+  /* User ids pgbench can compute from a number (md5(n)::uuid), so its transaction
+   * needs no lookup. */
+  exec(db, "INSERT INTO users (id, email) SELECT md5(g::text)::uuid, 'bench' || g || '@example.com' "
+           "FROM generate_series(1, 10000) g");
   if (fake_servers)
     exec(db, "INSERT INTO shared_rds_instances (rds_instance_id, status, max_databases, "
              "storage_total_gb, host, port) SELECT 'bench-' || g, 'active', 1000000, 1000000, "
              "'127.0.0.1', 5432 FROM generate_series(1, 10) g");
   exec(db, "CREATE SEQUENCE bench_seq");
+  if (getenv("BENCH_SQL")) exec(db, getenv("BENCH_SQL")); /* experiments */
   sb_db_t *d2 = db;
   PGresult *res = sb_db_query(d2, "SELECT id FROM users ORDER BY email", 0, NULL, &err);
   for (int i = 0; i < PQntuples(res) && i < USERS; i++)
@@ -123,11 +127,11 @@ static void *engine_worker(void *arg) {
   sb_db_t *db = connect_db();
   sb_policy_engine_t *pe = sb_policy_engine_new(policies, &err);
   sb_fleet_ctx_t ctx = {db, pe, NULL, keys, "bench"};
+  if (getenv("BENCH_CONN_SQL")) exec(db, getenv("BENCH_CONN_SQL"));
   unsigned seed = (unsigned)w->n * 7919u + (unsigned)time(NULL);
-  long i = 0;
   while (!atomic_load(w->stop)) {
     char sub[64];
-    snprintf(sub, sizeof sub, "en-%d-%ld-%ld", w->n, (long)getpid() % 1000, i++);
+    snprintf(sub, sizeof sub, "en-%ld", atomic_fetch_add(&request_seq, 1));
     sb_provision_request_t req = {users[rand_r(&seed) % USERS], "starter", "bench", sub, NULL};
     sb_provision_result_t out;
     if (sb_provision_request(&ctx, &req, &out, &err) == 0 && strcmp(out.status, "provisioning") == 0)
@@ -141,10 +145,19 @@ static void *engine_worker(void *arg) {
   return NULL;
 }
 
+#include <sys/resource.h>
+static double self_cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 static double run_engine(void) {
+  double self0 = self_cpu_s();
   _Atomic bool stop = false;
-  worker_t w[THREADS];
-  pthread_t th[THREADS];
+  worker_t w[64];
+  pthread_t th[64];
   for (int i = 0; i < THREADS; i++) {
     w[i] = (worker_t){i, &stop, 0, 0};
     pthread_create(&th[i], NULL, engine_worker, &w[i]);
@@ -160,6 +173,15 @@ static double run_engine(void) {
   }
   double secs = (double)(sb_now_ns() - t0) / 1e9;
   if (failed) fprintf(stderr, "engine: %ld requests failed\n", failed);
+  printf("  (engine client: %.0f us CPU per request in this process)\n",
+         (self_cpu_s() - self0) * 1e6 / (double)(done ? done : 1));
+  if (getenv("BENCH_VERBOSE")) {
+    sb_error_t e;
+    sb_db_t *db = connect_db();
+    PGresult *r = sb_db_query(db, "SELECT string_agg(current_databases::text, ' ' ORDER BY rds_instance_id) FROM shared_rds_instances", 0, NULL, &e);
+    if (r) printf("  server counts: %s\n", PQgetvalue(r, 0, 0)), PQclear(r);
+    sb_db_free(db);
+  }
   return (double)done / secs;
 }
 
@@ -172,7 +194,6 @@ static double run_pgbench(const char *bindir) {
   /* The spec's four statements, with its $parameters as pgbench variables. */
   fprintf(f,
           "\\set u random(1, %d)\n"
-          "SELECT id AS user_id FROM users ORDER BY email OFFSET :u - 1 LIMIT 1 \\gset\n"
           "BEGIN;\n"
           "SELECT * FROM shared_rds_instances\n"
           "WHERE status = 'active'\n"
@@ -184,24 +205,22 @@ static double run_pgbench(const char *bindir) {
           "  database_tier, compute_tier,\n"
           "  shared_rds_id, database_name, database_user\n"
           ") VALUES (\n"
-          "  :'user_id', 'bench', 'pg-' || nextval('bench_seq'), 'provisioning',\n"
+          "  md5(:u::text)::uuid, 'bench', 'pg-' || nextval('bench_seq'), 'provisioning',\n"
           "  'shared', 'lambda',\n"
-          "  :'srv_id', 'instance_pg' || currval('bench_seq'), 'user_pg' || currval('bench_seq')\n"
+          "  :srv_id, 'instance_pg' || currval('bench_seq'), 'user_pg' || currval('bench_seq')\n"
           ") RETURNING id AS instance_id \\gset\n"
           "UPDATE shared_rds_instances\n"
           "SET current_databases = current_databases + 1\n"
-          "WHERE id = :'srv_id';\n"
+          "WHERE id = :srv_id;\n"
           "INSERT INTO instance_events (\n"
           "  instance_id, user_id, event_type, description\n"
           ") VALUES (\n"
-          "  :'instance_id', :'user_id', 'created', 'Instance provisioning started'\n"
+          "  :instance_id, md5(:u::text)::uuid, 'created', 'Instance provisioning started'\n"
           ");\n"
           "COMMIT;\n",
           USERS);
   fclose(f);
-  /* The user lookup is outside the transaction pgbench times; it costs pgbench a round
-   * trip the engine does not pay (the engine is given the user's id). */
-  char *cmd = sb_xasprintf("%s/pgbench -n -c %d -j 2 -T %d -f %s '%s' 2>&1", bindir, THREADS,
+  char *cmd = sb_xasprintf("%s/pgbench -n -M prepared -c %d -j 2 -T %d -f %s '%s' 2>&1", bindir, THREADS,
                            SECONDS, script, url);
   FILE *p = popen(cmd, "r");
   free(cmd);
@@ -214,6 +233,31 @@ static double run_pgbench(const char *bindir) {
   pclose(p);
   unlink(script);
   return tps;
+}
+
+/* Busy CPU time of the whole machine so far, in seconds (from /proc/stat): the
+ * benchmark reports CPU spent per transaction, database and client together. */
+static double cpu_busy_s(void) {
+  FILE *f = fopen("/proc/stat", "r");
+  unsigned long long v[8] = {0};
+  if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                  &v[4], &v[5], &v[6], &v[7]) == 8) {
+    fclose(f);
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+  }
+  if (f) fclose(f);
+  return 0;
+}
+
+/* WAL position in bytes: the benchmark reports WAL written per transaction. */
+static double wal_bytes(void) {
+  sb_error_t err;
+  sb_db_t *db = connect_db();
+  PGresult *res = sb_db_query(db, "SELECT pg_current_wal_lsn() - '0/0'", 0, NULL, &err);
+  double v = res ? atof(PQgetvalue(res, 0, 0)) : 0;
+  if (res) PQclear(res);
+  sb_db_free(db);
+  return v;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -244,9 +288,15 @@ static void bench_tx(void) {
   if (!bindir) die("pg bindir", &err);
   double engine[ROUNDS], pgb[ROUNDS];
   for (int r = 0; r < ROUNDS; r++) {
-    pgb[r] = run_pgbench(bindir);
+    double w0 = wal_bytes(), c0 = cpu_busy_s();
+    pgb[r] = getenv("BENCH_ENGINE_ONLY") ? 1 : run_pgbench(bindir);
+    double w1 = wal_bytes(), c1 = cpu_busy_s();
     engine[r] = run_engine();
-    printf("round %d: pgbench %.0f tx/s, engine %.0f tx/s\n", r + 1, pgb[r], engine[r]);
+    double w2 = wal_bytes(), c2 = cpu_busy_s();
+    printf("round %d: pgbench %.0f tx/s (%.0f WAL bytes, %.0f us CPU per tx), "
+           "engine %.0f tx/s (%.0f WAL bytes, %.0f us CPU per tx)\n",
+           r + 1, pgb[r], (w1 - w0) / (pgb[r] * SECONDS), (c1 - c0) * 1e6 / (pgb[r] * SECONDS),
+           engine[r], (w2 - w1) / (engine[r] * SECONDS), (c2 - c1) * 1e6 / (engine[r] * SECONDS));
     fflush(stdout);
   }
   qsort(engine, ROUNDS, sizeof(double), cmp);
@@ -321,6 +371,8 @@ static void bench_e2e(int n) {
 }
 
 int main(int argc, char **argv) {
+  if (getenv("BENCH_THREADS")) THREADS = atoi(getenv("BENCH_THREADS"));
+  if (getenv("BENCH_SECONDS")) SECONDS = atoi(getenv("BENCH_SECONDS"));
   bool e2e = argc > 1 && strcmp(argv[1], "e2e") == 0;
   if (!getenv("SOLOBASE_DATA_DIR")) setenv("SOLOBASE_DATA_DIR", "/tmp/solobase-bench", 1);
   if (e2e && !getenv("SOLOBASE_FLEET_SERVER_SETTINGS"))

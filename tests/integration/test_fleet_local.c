@@ -459,10 +459,28 @@ static void test_drop_tenant(void **state) {
   if (!h.ok) fail_msg("%s", h.error);
   assert_int_equal(h.databases, 1);
   assert_login(shared.pooler_port, DB_B, ROLE_B, pw_b);
+
+  /* A tenant PgBouncer never saw a connection for. */
+  if (drv->database_create(drv, &shared, "tenant_c_db", "tenant_c", pw_b, &err) != 0)
+    fail_msg("%s", err.msg);
+  if (drv->role_set_login(drv, &shared, "tenant_c", false, &err) != 0) fail_msg("%s", err.msg);
+  if (drv->database_drop(drv, &shared, "tenant_c_db", "tenant_c", &err) != 0)
+    fail_msg("%s", err.msg);
+  assert_int_equal(probe(&shared).databases, 1);
 }
 
 static void test_dedicated_server_has_no_pooler(void **state) {
   sb_error_t err;
+  /* Settings are checked before anything is made, and values are quoted. */
+  assert_int_equal(sb_config_set("fleet_server_settings", "max_connections=40;nonsense", &err), 0);
+  assert_int_equal(drv->server_create(drv, &dedicated, &err), -1);
+  assert_non_null(strstr(err.msg, "`nonsense` is not name=value"));
+  char *lock = sb_xasprintf("%s/servers/%s.lock", base_dir, dedicated.name);
+  assert_false(sb_path_exists(lock));
+  free(lock);
+  assert_int_equal(sb_config_set("fleet_server_settings",
+                                 " max_connections = 40 ; cluster_name=it's a \\ test;", &err),
+                   0);
   /* An earlier attempt died during initdb: its leftovers do not stop a new one. */
   char *root = server_root(&dedicated);
   char *data = sb_path_join(root, "data");
@@ -485,6 +503,16 @@ static void test_dedicated_server_has_no_pooler(void **state) {
   assert_int_equal(PQport(c) ? atoi(PQport(c)) : 0, dedicated.port);
   PQfinish(c);
   assert_login(dedicated.port, DB_D, ROLE_D, pw_d);
+  PGconn *admin = connect_as(dedicated.port, "postgres", dedicated.admin_user,
+                             dedicated.admin_password);
+  assert_int_equal(PQstatus(admin), CONNECTION_OK);
+  char *v = scalar(admin, "SHOW max_connections");
+  assert_string_equal(v, "40");
+  free(v);
+  v = scalar(admin, "SHOW cluster_name");
+  assert_string_equal(v, "it's a \\ test");
+  free(v);
+  PQfinish(admin);
   char *bouncer = sb_path_join(root, "pgbouncer");
   assert_false(sb_path_exists(bouncer));
   free(bouncer);
