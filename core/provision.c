@@ -189,13 +189,25 @@ static int ask_placement(sb_fleet_ctx_t *ctx, long long quota_gb, const char *ke
   return 0;
 }
 
+/* Queues the creation of a new shared server (at most one at a time). Called only
+ * outside a transaction that holds a server's row: the dedupe key makes concurrent
+ * callers wait for each other, and one of them holding a server another wants would
+ * deadlock. */
+static int request_server(sb_fleet_ctx_t *ctx, const char *new_server, sb_error_t *err) {
+  sb_job_enqueue_t j = {.kind = "server.create", .payload = new_server,
+                        .dedupe_key = "server.create:shared", .max_attempts = 10};
+  return sb_jobs_enqueue(ctx->db, &j, NULL, NULL, err);
+}
+
 /* Inside the caller's transaction: asks the placement policy for a shared server and
- * takes a place on it (key: the instance, or NULL). server_id is "" when none had room;
- * *opening tells whether a new server was asked for. */
+ * takes a place on it (key: the instance, or NULL). server_id is "" when none had room.
+ * new_server (256 bytes) gets the JSON of a server to open, or "": the caller queues it
+ * with request_server() after its transaction ends. */
 static int place_shared(sb_fleet_ctx_t *ctx, long long storage_quota_gb, const char *key,
-                        char *server_id, bool *opening, sb_decision_t *d, sb_error_t *err) {
+                        char *server_id, char *new_server_out, sb_decision_t *d,
+                        sb_error_t *err) {
   server_id[0] = '\0';
-  *opening = false;
+  new_server_out[0] = '\0';
   for (int attempt = 0; attempt < PLACEMENT_TRIES; attempt++) {
     const char *sp[] = {sb_config()->fleet_driver};
     PGresult *res = sb_db_query(ctx->db, servers_sql, 1, sp, err);
@@ -208,12 +220,7 @@ static int place_shared(sb_fleet_ctx_t *ctx, long long storage_quota_gb, const c
                            sizeof new_server, d, err);
     free(servers);
     if (rc != 0) return -1;
-    if (new_server[0]) {
-      sb_job_enqueue_t j = {.kind = "server.create", .payload = new_server,
-                            .dedupe_key = "server.create:shared", .max_attempts = 10};
-      if (sb_jobs_enqueue(ctx->db, &j, NULL, NULL, err) != 0) return -1;
-      *opening = true;
-    }
+    if (new_server[0]) snprintf(new_server_out, 256, "%s", new_server);
     if (!chosen[0]) return 0;
     /* The place is taken only if it is still free: concurrent requests can never
      * fill a server past max_databases, whatever they decided. */
@@ -257,10 +264,11 @@ static bool valid_subdomain(const char *s) {
 
 /* The writes of a request, one statement: take a place on the chosen shared server
  * ($7; NULL: none chosen) if it is still active and has room, and only then make the
- * dedicated server row ($18; NULL: shared tier), the instance, the spec's step-4
- * `created` event, the decision records, the provisioning job, and a request for a new
- * shared server when placement said so. If the place is gone, the sb_raise() in the
- * last column fails the statement and nothing is written (the request places again).
+ * dedicated server row ($17; NULL: shared tier), the instance, the spec's step-4
+ * `created` event, the decision records and the provisioning job. If the place is
+ * gone, the sb_raise() in the last column fails the statement and nothing is written
+ * (the request places again). A new shared server, when placement asks for one, is
+ * requested after this statement (see request_server()).
  *
  * The claim comes first: the instance row's reference to the server is then checked
  * under this transaction's own update lock, with no key-share lock for concurrent
@@ -276,14 +284,14 @@ static const char request_sql[] =
     " ded AS ("
     "  INSERT INTO dedicated_rds_instances (id, rds_instance_id, driver, instance_class,"
     "    admin_user, admin_password_enc, secret_key_id, host)"
-    "  SELECT $18::uuid, $19, $20, $21, 'solobase_admin', $22, $23, '127.0.0.1' FROM go"
-    "  WHERE $18::uuid IS NOT NULL RETURNING id),"
+    "  SELECT $17::uuid, $18, $19, $20, 'solobase_admin', $21, $22, '127.0.0.1' FROM go"
+    "  WHERE $17::uuid IS NOT NULL RETURNING id),"
     " inst AS ("
     "  INSERT INTO instances (id, user_id, plan_id, name, subdomain, status, database_tier,"
     "    compute_tier, shared_rds_id, dedicated_rds_id, database_name, database_user,"
     "    database_password_enc, secret_key_id, storage_quota_gb, api_requests_quota_daily,"
     "    region)"
-    "  SELECT $1::uuid, $2::uuid, $3::uuid, $4, $5, CASE WHEN $18::uuid IS NULL AND"
+    "  SELECT $1::uuid, $2::uuid, $3::uuid, $4, $5, CASE WHEN $17::uuid IS NULL AND"
     "    go.server IS NULL THEN 'requested' ELSE 'provisioning' END, $6, $8, go.server,"
     "    (SELECT id FROM ded), $9, $10, $11, $12, $13, $14, $15 FROM go"
     "  RETURNING id, user_id, status),"
@@ -291,23 +299,18 @@ static const char request_sql[] =
     "  INSERT INTO instance_events (event_type, instance_id, user_id, description, payload,"
     "    actor)"
     "  SELECT 'created', inst.id, inst.user_id, 'Instance provisioning started',"
-    "    jsonb_build_object('plan', $24::text, 'database_tier', $6::text, 'status',"
+    "    jsonb_build_object('plan', $23::text, 'database_tier', $6::text, 'status',"
     "      inst.status, 'shared_rds_id', $7::uuid), $16 FROM inst RETURNING id),"
     " dec AS ("
     "  INSERT INTO policy_decisions (policy, function, version_sha256, input, output,"
     "    event_id, duration_us)"
     "  SELECT d.policy, d.fn, d.sha, d.input::jsonb, d.output::jsonb, ev.id, d.us::int"
-    "  FROM ev, (VALUES ($25, $26, $27, $28, $29, $30),"
-    "    ($31, $32, $33, $34, $35, $36)) d(policy, fn, sha, input, output, us)"
+    "  FROM ev, (VALUES ($24, $25, $26, $27, $28, $29),"
+    "    ($30, $31, $32, $33, $34, $35)) d(policy, fn, sha, input, output, us)"
     "  WHERE d.policy IS NOT NULL),"
     " job AS ("
     "  INSERT INTO jobs (kind, instance_id, dedupe_key)"
-    "  SELECT 'instance.provision', inst.id, 'provision:' || inst.id FROM inst RETURNING id),"
-    " srv AS ("
-    "  INSERT INTO jobs (kind, payload, dedupe_key, max_attempts)"
-    "  SELECT 'server.create', $17::jsonb, 'server.create:shared', 10 FROM go"
-    "  WHERE $17::jsonb IS NOT NULL"
-    "  ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'running') DO NOTHING)"
+    "  SELECT 'instance.provision', inst.id, 'provision:' || inst.id FROM inst RETURNING id)"
     " SELECT (SELECT id FROM ev), (SELECT id FROM job), (SELECT status FROM inst),"
     "  CASE WHEN EXISTS (SELECT 1 FROM go) THEN 0"
     "  ELSE sb_raise('SB409', 'the chosen server has no room left') END";
@@ -451,13 +454,12 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
     const char *p[] = {
         id, req->user_id, plan_id, req->name, req->subdomain, db_tier,
         chosen[0] ? chosen : NULL, compute, dbname, role, password_param, key_id, sq, aq,
-        req->region ? req->region : "local", actor, new_server[0] ? new_server : NULL,
-        shared ? NULL : dedicated, shared ? NULL : server_name, sb_config()->fleet_driver, size,
+        req->region ? req->region : "local", actor, shared ? NULL : dedicated, shared ? NULL : server_name, sb_config()->fleet_driver, size,
         admin_param, shared ? NULL : admin_key, req->plan,
         tier.policy, tier.fn, tier.sha256, tier.input_json, tier.output_json, us1,
         place.input_json ? place.policy : NULL, place.fn, place.sha256, place.input_json,
         place.output_json, us2};
-    res = sb_db_query_prepared(ctx->db, request_sql, 36, p, err);
+    res = sb_db_query_prepared(ctx->db, request_sql, 35, p, err);
     if (res) {
       snprintf(out->event_id, sizeof out->event_id, "%s", PQgetvalue(res, 0, 0));
       snprintf(out->job_id, sizeof out->job_id, "%s", PQgetvalue(res, 0, 1));
@@ -467,6 +469,9 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
       out->opening_server = new_server[0] != '\0';
       PQclear(res);
       rc = 0;
+      if (new_server[0] && request_server(ctx, new_server, err) != 0)
+        sb_warn("provision", "requesting a new shared server: %s (the capacity check will "
+                             "ask again)", err->msg);
       goto done;
     }
     if (strcmp(err->sqlstate, "23505") == 0 && strstr(err->msg, "subdomain")) {
@@ -693,14 +698,14 @@ static sb_job_outcome_t place_requested(sb_fleet_ctx_t *ctx, const char *id, int
     out = SB_JOB_DONE; /* someone else moved it on: the caller looks again */
     goto done;
   }
-  char server[37];
-  bool opening;
-  if (place_shared(ctx, row.storage_quota_gb, id, server, &opening, &place, err) != 0) goto done;
+  char server[37], new_server[256];
+  if (place_shared(ctx, row.storage_quota_gb, id, server, new_server, &place, err) != 0) goto done;
   if (!server[0]) {
-    /* The placement decision and any server request still count: keep them. */
-    if (sb_db_commit(ctx->db, err) != 0) goto done;
+    sb_db_rollback(ctx->db, NULL);
+    if (new_server[0] && request_server(ctx, new_server, err) != 0) goto done;
     *delay = 10;
-    sb_error_set(err, "no shared server has room yet%s", opening ? "; a new one is being made" : "");
+    sb_error_set(err, "no shared server has room yet%s",
+                 new_server[0] ? "; a new one is being made" : "");
     out = SB_JOB_WAIT;
     goto done;
   }
@@ -714,6 +719,8 @@ static sb_job_outcome_t place_requested(sb_fleet_ctx_t *ctx, const char *id, int
       emit(ctx, "placed", id, server, "Placed on a shared server", payload, event_id, err) != 0 ||
       record(ctx, &place, event_id, err) != 0 || sb_db_commit(ctx->db, err) != 0)
     goto done;
+  if (new_server[0] && request_server(ctx, new_server, err) != 0)
+    sb_warn("provision", "requesting a new shared server: %s", err->msg);
   out = SB_JOB_DONE;
 done:
   if (ctx->db->tx_depth > 0) sb_db_rollback(ctx->db, NULL);
@@ -1181,21 +1188,16 @@ fail:
  * "When reaching 80% capacity (120 databases), create new shared RDS"). */
 static sb_job_outcome_t job_capacity_check(sb_fleet_ctx_t *ctx, sb_error_t *err) {
   if (sb_db_begin(ctx->db, err) != 0) return SB_JOB_RETRY;
-  char server[37];
-  bool opening;
+  char server[37], new_server[256];
   sb_decision_t d = {0};
   /* A nominal 1 GB request, not taken: only the threshold answer matters. */
-  int rc = place_shared(ctx, 1, NULL, server, &opening, &d, err);
+  int rc = place_shared(ctx, 1, NULL, server, new_server, &d, err);
   sb_decision_clear(&d);
   sb_db_rollback(ctx->db, NULL); /* never keep the place it took */
   if (rc != 0) return SB_JOB_RETRY;
-  if (opening) {
-    /* The rollback undid the request for a server; make it for real. */
-    sb_job_enqueue_t j = {.kind = "server.create", .payload = "{}",
-                          .dedupe_key = "server.create:shared", .max_attempts = 10};
-    bool created;
-    if (sb_jobs_enqueue(ctx->db, &j, NULL, &created, err) != 0) return SB_JOB_RETRY;
-    if (created) sb_info("fleet", "capacity check: opening a new shared server");
+  if (new_server[0]) {
+    if (request_server(ctx, new_server, err) != 0) return SB_JOB_RETRY;
+    sb_info("fleet", "capacity check: a new shared server is wanted");
   }
   return SB_JOB_DONE;
 }

@@ -363,8 +363,20 @@ static void test_capacity_under_concurrency(void **state) {
   assert_int_equal(scalar_long("SELECT count(*) FROM (SELECT instance_id FROM instance_events "
                                "WHERE event_type IN ('created', 'active') GROUP BY instance_id "
                                "HAVING count(*) <> 2) x"), 0);
-  assert_int_equal(scalar_long("SELECT count(*) FROM jobs WHERE kind = 'instance.provision' "
-                               "AND (status <> 'succeeded' OR attempts <> 1)"), 0);
+  PGresult *twice = sbtest_query(db,
+                                 "SELECT id, status, attempts, coalesce(last_error, '') FROM jobs "
+                                 "WHERE kind = 'instance.provision' "
+                                 "AND (status <> 'succeeded' OR attempts <> 1)",
+                                 0, NULL);
+  for (int i = 0; i < PQntuples(twice); i++) {
+    fprintf(stderr, "job %s: %s after %s attempts: %s\n", PQgetvalue(twice, i, 0),
+            PQgetvalue(twice, i, 1), PQgetvalue(twice, i, 2), PQgetvalue(twice, i, 3));
+    char *cmd = sb_xasprintf("grep -h '%s' %s/engine-*.log >&2", PQgetvalue(twice, i, 0), work);
+    if (system(cmd) != 0) fprintf(stderr, "(not in the engine logs)\n");
+    free(cmd);
+  }
+  assert_int_equal(PQntuples(twice), 0);
+  PQclear(twice);
   assert_int_equal(scalar_long("SELECT count(DISTINCT locked_by) FROM jobs "
                                "WHERE kind = 'instance.provision'"), 2);
   assert_databases_match();

@@ -119,6 +119,54 @@ describe("placement.place", function()
     assert.is_true(place({ server("a", 0, { max_databases = 1 }) }).open_new_server)
   end)
 
+  it("with a request key, spreads over the servers within one database of the least loaded", function()
+    local servers = { server("a", 3), server("b", 4), server("c", 9), server("d", 3) }
+    local seen = {}
+    for i = 1, 400 do
+      local out = P.place({ request = { storage_quota_gb = 1, key = "instance-" .. i },
+                            servers = servers, opening = false })
+      H.assert_contract("placement", "place", out)
+      seen[out.server_id] = (seen[out.server_id] or 0) + 1
+    end
+    assert.is_nil(seen.c)                       -- 9 is more than one above the least loaded
+    for _, id in ipairs({ "a", "b", "d" }) do   -- each gets its share
+      assert.is_true((seen[id] or 0) > 60, id .. " got " .. tostring(seen[id]))
+    end
+  end)
+
+  it("with a request key, the same key always gets the same server", function()
+    local servers = { server("a", 3), server("b", 3), server("c", 4) }
+    local first = P.place({ request = { storage_quota_gb = 1, key = "k" }, servers = servers }).server_id
+    for _ = 1, 10 do
+      assert.are.equal(first, P.place({ request = { storage_quota_gb = 1, key = "k" },
+                                        servers = servers }).server_id)
+    end
+  end)
+
+  it("with a request key, keeps the fill even: no server ends more than two above another", function()
+    local servers = {}
+    for i = 1, 10 do servers[i] = server(string.format("s%02d", i), 0) end
+    for n = 1, 900 do
+      local out = P.place({ request = { storage_quota_gb = 0, key = "req" .. n }, servers = servers })
+      for _, s in ipairs(servers) do
+        if s.id == out.server_id then s.current_databases = s.current_databases + 1 end
+      end
+    end
+    local lo, hi = math.huge, 0
+    for _, s in ipairs(servers) do
+      lo, hi = math.min(lo, s.current_databases), math.max(hi, s.current_databases)
+    end
+    assert.is_true(hi - lo <= 2, ("spread %d..%d"):format(lo, hi))
+  end)
+
+  it("with a request key, still never chooses a server without room", function()
+    local servers = { server("a", 150), server("b", 149), server("c", 150) }
+    for i = 1, 50 do
+      local out = P.place({ request = { storage_quota_gb = 1, key = "x" .. i }, servers = servers })
+      assert.are.equal("b", out.server_id)
+    end
+  end)
+
   it("passes its own examples", function()
     H.assert_examples("placement")
   end)
