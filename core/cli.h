@@ -40,6 +40,8 @@ int sb_cmd_policy(int argc, char **argv);
 int sb_cmd_run(int argc, char **argv);
 int sb_cmd_serve(int argc, char **argv);
 int sb_cmd_up(int argc, char **argv);
+int sb_cmd_user(int argc, char **argv);
+int sb_cmd_token(int argc, char **argv);
 int sb_cmd_repl(int argc, char **argv);
 
 #endif

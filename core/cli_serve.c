@@ -6,6 +6,7 @@
  * SIGINT stop gracefully (workers finish the job in hand), SIGHUP reloads policies.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "log.h"
 #include "mgmtdb.h"
 #include "migrate.h"
+#include "server.h"
 #include "util.h"
 
 static sb_engine_t *running;
@@ -33,8 +35,19 @@ static void on_hup(int sig) {
 
 static int serve(void) {
   sb_error_t err;
+  /* Threads start with these signals blocked, so they reach the main thread only and
+   * never interrupt a worker's or the server loop's system calls. */
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
   running = sb_engine_start(&err);
-  if (!running) return sb_cli_fail_err(&err);
+  if (!running) {
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return sb_cli_fail_err(&err);
+  }
   struct sigaction sa = {0};
   sa.sa_handler = on_stop;
   sigemptyset(&sa.sa_mask);
@@ -42,8 +55,18 @@ static int serve(void) {
   sigaction(SIGINT, &sa, NULL);
   sa.sa_handler = on_hup;
   sigaction(SIGHUP, &sa, NULL);
+  sb_httpd_t *httpd = sb_httpd_start(running, &err);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!httpd) {
+    sb_engine_t *e = running;
+    running = NULL;
+    sb_engine_request_stop(e);
+    sb_engine_free(e);
+    return sb_cli_fail_err(&err);
+  }
   sb_engine_wait(running);
-  sb_info("serve", "stopping: finishing the work in hand");
+  sb_info("serve", "stopping: answering requests in flight, finishing the work in hand");
+  sb_httpd_stop(httpd);
   sb_engine_t *e = running;
   running = NULL;
   sb_engine_free(e);
@@ -52,17 +75,21 @@ static int serve(void) {
 
 static int parse(int argc, char **argv, const char *cmd, const char *help) {
   static const struct option opts[] = {
-      {"workers", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+      {"workers", required_argument, NULL, 'w'},
+      {"listen", required_argument, NULL, 'l'},
+      {"help", no_argument, NULL, 'h'},
+      {0, 0, 0, 0}};
   optind = 0;
   int c;
   sb_error_t err;
-  while ((c = getopt_long(argc, argv, "+w:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+w:l:h", opts, NULL)) != -1) {
     if (c == 'h') {
       fputs(help, stdout);
       return SB_EXIT_OK;
     }
-    if (c == 'w') {
-      if (sb_config_set("workers", optarg, &err) != 0 || sb_config_finish(&err) != 0)
+    if (c == 'w' || c == 'l') {
+      if (sb_config_set(c == 'w' ? "workers" : "listen", optarg, &err) != 0 ||
+          sb_config_finish(&err) != 0)
         return sb_cli_fail_err(&err);
       continue;
     }
@@ -74,7 +101,7 @@ static int parse(int argc, char **argv, const char *cmd, const char *help) {
 
 int sb_cmd_serve(int argc, char **argv) {
   int r = parse(argc, argv, "serve",
-                "usage: solobase serve [--workers N]\n\n"
+                "usage: solobase serve [--workers N] [--listen HOST:PORT]\n\n"
                 "Runs the engine: job workers, the scheduler (when this engine leads), policy\n"
                 "hot reload, and the HTTP and websocket server. Several engines may serve\n"
                 "one management database. SIGTERM/SIGINT stop gracefully; SIGHUP reloads\n"
@@ -84,7 +111,7 @@ int sb_cmd_serve(int argc, char **argv) {
 
 int sb_cmd_up(int argc, char **argv) {
   int r = parse(argc, argv, "up",
-                "usage: solobase up [--workers N]\n\n"
+                "usage: solobase up [--workers N] [--listen HOST:PORT]\n\n"
                 "Creates (embedded cluster and) management database if missing, applies\n"
                 "migrations and seeds, then serves: `db init && db migrate && db seed && serve`.\n");
   if (r >= 0) return r;

@@ -70,6 +70,10 @@ const sb_config_option_t sb_config_options[] = {
     {"max_databases_per_server", "SOLOBASE_MAX_DATABASES_PER_SERVER", SB_CFG_INT,
      OPT(max_databases_per_server), "150", false,
      "max_databases of a new shared server when the placement policy does not say"},
+    {"api_workers", "SOLOBASE_API_WORKERS", SB_CFG_INT, OPT(api_workers), "4", false,
+     "threads answering HTTP API requests, each with its own database connection"},
+    {"dashboard_dir", "SOLOBASE_DASHBOARD_DIR", SB_CFG_STRING, OPT(dashboard_dir), NULL, false,
+     "static files served at / (default: HOME/examples/dashboard)"},
     {NULL, NULL, 0, 0, NULL, false, NULL},
 };
 
@@ -227,9 +231,10 @@ int sb_config_finish(sb_error_t *err) {
   derive_dir(&cfg.seeds_dir, cfg.home, "seeds");
   derive_dir(&cfg.policies_dir, cfg.home, "policies");
   derive_dir(&cfg.scripts_dir, cfg.home, "scripts");
+  derive_dir(&cfg.dashboard_dir, cfg.home, "examples/dashboard");
   if (!cfg.master_key_file) cfg.master_key_file = sb_path_join(cfg.data_dir, "master.key");
-  if (cfg.workers < 1) {
-    sb_error_set(err, "workers must be at least 1");
+  if (cfg.workers < 1 || cfg.api_workers < 1) {
+    sb_error_set(err, "workers and api_workers must be at least 1");
     return -1;
   }
   return 0;

@@ -42,6 +42,8 @@ typedef struct sb_config {
   long pgbouncer_pool_size;
   long pgbouncer_max_db_connections;
   long max_databases_per_server;
+  long api_workers;
+  char *dashboard_dir;
   char *config_file;      /* the file that was loaded, if any */
 } sb_config_t;
 

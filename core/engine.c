@@ -272,7 +272,10 @@ static void *coordinator_main(void *arg) {
       PGnotify *nt;
       bool any = false;
       while ((nt = PQnotifies(e->coord->conn))) {
-        any = true;
+        /* sb_jobs, or an event whose transaction queued a job ("SEQ j", 005_api.sql). */
+        size_t len = strlen(nt->extra);
+        if (strcmp(nt->relname, "sb_jobs") == 0 || (len > 2 && strcmp(nt->extra + len - 2, " j") == 0))
+          any = true;
         PQfreemem(nt);
       }
       if (any) wake_workers(e);
@@ -342,7 +345,7 @@ sb_engine_t *sb_engine_start(sb_error_t *err) {
   if (sb_policy_registry_reload(e->policies, &rep, err) != 0) goto fail;
   if (!(e->watch = sb_policy_watch_start(e->policies, err))) goto fail;
   if (sb_engine_register(e->coord, &e->id, err) != 0) goto fail;
-  /* Jobs are queued with an event (whose NOTIFY says so) or by this engine itself. */
+  /* Jobs are announced on sb_jobs, or by an event tagged " j" (schema/005_api.sql). */
   if (sb_db_exec_params(e->coord, "LISTEN sb_jobs", 0, NULL, err) != 0 ||
       sb_db_exec_params(e->coord, "LISTEN sb_events", 0, NULL, err) != 0)
     goto fail;
@@ -429,6 +432,7 @@ void sb_engine_stats(sb_engine_t *e, sb_engine_stats_t *out) {
   out->jobs_waiting = atomic_load(&e->waiting);
   out->workers_busy = atomic_load(&e->busy);
   out->workers = e->nworkers;
+  out->policy_reloads = e->watch ? sb_policy_watch_reloads(e->watch) : 0;
 }
 
 sb_policy_registry_t *sb_engine_policies(sb_engine_t *e) { return e->policies; }

@@ -26,6 +26,7 @@ typedef struct sb_engine_stats {
   bool leader;
   unsigned long jobs_done, jobs_retried, jobs_dead, jobs_waiting;
   int workers_busy, workers;
+  unsigned long policy_reloads;
 } sb_engine_stats_t;
 
 /* Starts workers (the `workers` setting), the coordinator and the policy watcher. */

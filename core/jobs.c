@@ -22,7 +22,8 @@ int sb_jobs_enqueue(sb_db_t *db, const sb_job_enqueue_t *j, char *id_out, bool *
       db,
       "INSERT INTO jobs (kind, payload, instance_id, shared_rds_id, dedupe_key, run_at, "
       "max_attempts) VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7) "
-      "ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'running') DO NOTHING RETURNING id",
+      "ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'running') DO NOTHING "
+      "RETURNING id, pg_notify('sb_jobs', '')", /* wakes idle workers of every engine */
       7, params, err);
   if (!res) return -1;
   bool made = PQntuples(res) == 1;

@@ -25,6 +25,8 @@ static const sb_cli_command_t commands[] = {
     {"policy", sb_cmd_policy, "policies: check, eval, explain"},
     {"run", sb_cmd_run, "run a Lua script with the sb API"},
     {"repl", sb_cmd_repl, "interactive Lua with the sb API"},
+    {"user", sb_cmd_user, "users: create, list"},
+    {"token", sb_cmd_token, "API tokens: create, revoke, list"},
     {"config", sb_cmd_config, "print the effective settings"},
     {"version", cmd_version, "print the version"},
     {NULL, NULL, NULL},

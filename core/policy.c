@@ -98,9 +98,35 @@ struct sb_policy_engine {
   int quota_fn_ref; /* quotas.check, cached for sb_policy_quota_check */
   const char *quota_str[Q_N];
   free_block_t *free_lists[SMALL_MAX / 16 + 1];
+  _Atomic unsigned long calls, failed;
+  sb_policy_engine_t *next_engine; /* in engines_list */
 };
 
+
 static const char env_mt_key = 'e'; /* registry: metatable of every policy's _ENV */
+
+/* Counts for /metrics. Each engine counts its own calls (one writer, so a relaxed load
+ * and store, not a locked add on a shared line, which would cost the hot path more than
+ * the rest of its bookkeeping); engines that end leave their counts here. */
+static _Atomic unsigned long retired_calls, retired_failed;
+static pthread_mutex_t engines_mu = PTHREAD_MUTEX_INITIALIZER;
+static sb_policy_engine_t *engines_list;
+
+#define BUMP(counter) \
+  atomic_store_explicit(&(counter), atomic_load_explicit(&(counter), memory_order_relaxed) + 1, \
+                        memory_order_relaxed)
+
+void sb_policy_counters(unsigned long *calls, unsigned long *failed) {
+  pthread_mutex_lock(&engines_mu);
+  *calls = atomic_load(&retired_calls);
+  *failed = atomic_load(&retired_failed);
+  for (sb_policy_engine_t *e = engines_list; e; e = e->next_engine) {
+    *calls += atomic_load_explicit(&e->calls, memory_order_relaxed);
+    *failed += atomic_load_explicit(&e->failed, memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&engines_mu);
+}
+
 
 /* ---- limits ------------------------------------------------------------------ */
 
@@ -485,12 +511,28 @@ static void engine_sync(sb_policy_engine_t *e) {
 
 sb_policy_engine_t *sb_policy_engine_new(sb_policy_registry_t *reg, sb_error_t *err) {
   sb_policy_engine_t *e = engine_create(reg, &reg->limits, err);
-  if (e) engine_sync(e);
+  if (!e) return NULL;
+  engine_sync(e);
+  pthread_mutex_lock(&engines_mu);
+  e->next_engine = engines_list;
+  engines_list = e;
+  pthread_mutex_unlock(&engines_mu);
   return e;
 }
 
 void sb_policy_engine_free(sb_policy_engine_t *e) {
   if (!e) return;
+  if (e->reg) {
+    pthread_mutex_lock(&engines_mu);
+    for (sb_policy_engine_t **p = &engines_list; *p; p = &(*p)->next_engine)
+      if (*p == e) {
+        *p = e->next_engine;
+        break;
+      }
+    atomic_fetch_add(&retired_calls, atomic_load(&e->calls));
+    atomic_fetch_add(&retired_failed, atomic_load(&e->failed));
+    pthread_mutex_unlock(&engines_mu);
+  }
   lua_close(e->L);
   free_blocks(e);
   free(e);
@@ -542,7 +584,9 @@ static int call_fn(sb_policy_engine_t *e, const char *policy, const char *fn,
   uint64_t t0 = duration_ns ? sb_now_ns() : 0;
   int rc = lua_pcall(L, 1, 1, 1);
   if (duration_ns) *duration_ns = sb_now_ns() - t0;
+  BUMP(e->calls);
   if (rc == LUA_OK) return 0;
+  BUMP(e->failed);
   if (!e->where[0]) function_where(L, fn_idx, e->where, sizeof e->where);
   char what[128];
   snprintf(what, sizeof what, "%s.%s", policy, fn);
@@ -569,6 +613,7 @@ static int check_answer(sb_policy_engine_t *e, const char *policy, const char *f
   function_where(L, -3, where, sizeof where);
   sb_error_set(err, "%s: %s.%s answered outside its contract: %s", where, policy, fn, breach);
   lua_pop(L, 1);
+  BUMP(e->failed);
   return -1;
 }
 

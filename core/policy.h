@@ -148,6 +148,10 @@ typedef struct sb_quota_decision {
 int sb_policy_quota_check(sb_policy_engine_t *eng, const sb_quota_input_t *in,
                           sb_quota_decision_t *out, sb_error_t *err);
 
+/* Calls made and failed (errors, limits, broken contracts) by the engines of this
+ * process (those made with sb_policy_engine_new), for /metrics. */
+void sb_policy_counters(unsigned long *calls, unsigned long *failed);
+
 const char *sb_quota_status_name(sb_quota_status_t s);
 const char *sb_quota_action_name(sb_quota_action_t a);
 const char *sb_quota_resource_name(sb_quota_resource_t r);

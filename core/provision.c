@@ -1202,6 +1202,22 @@ static sb_job_outcome_t job_capacity_check(sb_fleet_ctx_t *ctx, sb_error_t *err)
   return SB_JOB_DONE;
 }
 
+/* Removes finished jobs after a week, in batches. */
+static sb_job_outcome_t job_cleanup(sb_fleet_ctx_t *ctx, sb_error_t *err) {
+  for (int i = 0; i < 100; i++) {
+    PGresult *res = sb_db_query(ctx->db,
+                                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
+                                "('succeeded', 'canceled') AND finished_at < now() - interval '7 days' "
+                                "LIMIT 5000)",
+                                0, NULL, err);
+    if (!res) return SB_JOB_RETRY;
+    int n = atoi(PQcmdTuples(res));
+    PQclear(res);
+    if (n < 5000) break;
+  }
+  return SB_JOB_DONE;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 sb_job_outcome_t sb_fleet_run_job(sb_fleet_ctx_t *ctx, const sb_job_t *job, int *delay_s,
@@ -1219,6 +1235,7 @@ sb_job_outcome_t sb_fleet_run_job(sb_fleet_ctx_t *ctx, const sb_job_t *job, int 
   if (strcmp(job->kind, "fleet.health_checks") == 0) return job_health_checks(ctx, err);
   if (strcmp(job->kind, "server.health_check") == 0) return job_health_check(ctx, job, err);
   if (strcmp(job->kind, "fleet.capacity_check") == 0) return job_capacity_check(ctx, err);
+  if (strcmp(job->kind, "jobs.cleanup") == 0) return job_cleanup(ctx, err);
   sb_error_set(err, "no handler for jobs of kind %s", job->kind);
   return SB_JOB_FAIL;
 }

@@ -1,0 +1,697 @@
+/*
+ * api.c: the HTTP API's routes (see api.h and docs/http-api.md).
+ *
+ * Layout: responses and errors; reading bodies and query strings; queries as the
+ * caller (row-level security for customers); one function per route; the router.
+ */
+#include "api.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "luaconv.h"
+#include "provision.h"
+#include "util.h"
+
+struct sb_api_worker {
+  const sb_api_shared_t *shared;
+  sb_db_t *db;
+  sb_policy_engine_t *pe;
+  lua_State *L; /* plain Lua with lua-cjson: request bodies and answers */
+};
+
+/* The instance as the API shows it: no secret, the plan by code. */
+#define INSTANCE_JSON                                                                          \
+  "json_build_object('id', i.id, 'user_id', i.user_id, 'name', i.name, 'subdomain', "         \
+  "i.subdomain, 'status', i.status, 'status_reason', i.status_reason, 'plan', "               \
+  "(SELECT code FROM plans WHERE id = i.plan_id), 'database_tier', i.database_tier, "         \
+  "'compute_tier', i.compute_tier, 'region', i.region, 'shared_rds_id', i.shared_rds_id, "    \
+  "'database_name', i.database_name, 'database_host', i.database_host, 'database_port', "     \
+  "i.database_port, 'storage_used_bytes', i.storage_used_bytes, 'storage_quota_gb', "         \
+  "i.storage_quota_gb, 'api_requests_today', i.api_requests_today, "                          \
+  "'api_requests_quota_daily', i.api_requests_quota_daily, 'quota_status', i.quota_status, "  \
+  "'created_at', i.created_at, 'updated_at', i.updated_at, 'provisioned_at', "                \
+  "i.provisioned_at, 'suspended_at', i.suspended_at, 'deleted_at', i.deleted_at)"
+
+sb_api_worker_t *sb_api_worker_new(const sb_api_shared_t *shared, sb_error_t *err) {
+  sb_api_worker_t *w = sb_xcalloc(1, sizeof *w);
+  w->shared = shared;
+  w->db = sb_db_connect(shared->db_url, NULL, "solobase api", err);
+  if (!w->db) goto fail;
+  w->pe = sb_policy_engine_new(shared->policies, err);
+  if (!w->pe) goto fail;
+  w->L = luaL_newstate();
+  luaL_openlibs(w->L);
+  sb_lua_json_open(w->L);
+  return w;
+fail:
+  sb_api_worker_free(w);
+  return NULL;
+}
+
+void sb_api_worker_free(sb_api_worker_t *w) {
+  if (!w) return;
+  sb_db_free(w->db);
+  sb_policy_engine_free(w->pe);
+  if (w->L) lua_close(w->L);
+  free(w);
+}
+
+void sb_api_response_free(sb_api_response_t *resp) {
+  free(resp->body);
+  resp->body = NULL;
+}
+
+/* ---- answers ------------------------------------------------------------------------ */
+
+static void set_body(sb_api_response_t *resp, int status, const char *text, size_t len) {
+  free(resp->body);
+  resp->status = status;
+  resp->body = sb_xmalloc(len + 1);
+  memcpy(resp->body, text, len);
+  resp->body[len] = '\0';
+  resp->len = len;
+  resp->content_type = "application/json";
+}
+
+/* {"error": {"code", "message"[, "field"]}}, encoded by lua-cjson. */
+static void fail(sb_api_worker_t *w, sb_api_response_t *resp, int status, const char *code,
+                 const char *field, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void fail(sb_api_worker_t *w, sb_api_response_t *resp, int status, const char *code,
+                 const char *field, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  lua_State *L = w->L;
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  if (field) {
+    lua_pushstring(L, field);
+    lua_setfield(L, -2, "field");
+  }
+  lua_setfield(L, -2, "error");
+  size_t len;
+  char *json = sb_lua_json_encode(L, -1, &len, NULL);
+  lua_pop(L, 1);
+  if (!json) {
+    set_body(resp, 500, "{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}", 56);
+    return;
+  }
+  free(resp->body);
+  resp->status = status;
+  resp->body = json;
+  resp->len = len;
+  resp->content_type = "application/json";
+}
+
+/* Maps a failure of the core to an HTTP error. */
+static void fail_err(sb_api_worker_t *w, sb_api_response_t *resp, const sb_error_t *err) {
+  const char *s = err->sqlstate;
+  if (strcmp(s, SB_ERR_INVALID) == 0) fail(w, resp, 400, "invalid_field", NULL, "%s", err->msg);
+  else if (strcmp(s, SB_ERR_REFUSED) == 0) fail(w, resp, 403, "refused", NULL, "%s", err->msg);
+  else if (strcmp(s, SB_ERR_NOT_FOUND) == 0) fail(w, resp, 404, "not_found", NULL, "%s", err->msg);
+  else if (strcmp(s, SB_ERR_CONFLICT) == 0) fail(w, resp, 409, "conflict", NULL, "%s", err->msg);
+  else if (strcmp(s, "22P02") == 0) fail(w, resp, 404, "not_found", NULL, "no such instance");
+  else if (strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0)
+    fail(w, resp, 503, "unavailable", NULL, "the database is not reachable; try again");
+  else {
+    sb_error("api", "%s [%s]", err->msg, s);
+    fail(w, resp, 500, "internal", NULL, "internal error");
+  }
+}
+
+/* ---- queries as the caller ------------------------------------------------------------- */
+
+/* Reconnects a worker whose connection broke; true when it is usable. */
+static bool db_ready(sb_api_worker_t *w) {
+  if (PQstatus(w->db->conn) == CONNECTION_OK) return true;
+  sb_error_t err;
+  sb_db_t *db = sb_db_connect(w->shared->db_url, NULL, "solobase api", &err);
+  if (!db) return false;
+  sb_db_free(w->db);
+  w->db = db;
+  return true;
+}
+
+static const char as_customer_sql[] =
+    "SELECT set_config('role', 'sb_api_customer', true), set_config('sb.user_id', $1, true)";
+
+/* Runs a read (sql, a static string) as who: operators directly; customers as the role
+ * sb_api_customer with sb.user_id set, in one implicit transaction and one round trip,
+ * so row-level security applies. */
+static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql, int n,
+                         const char *const *params, sb_error_t *err) {
+  if (who->operator) return sb_db_query_prepared(w->db, sql, n, params, err);
+  const char *cp[] = {who->user_id};
+  sb_db_stmt_t stmts[2] = {{as_customer_sql, 1, cp, true, NULL}, {sql, n, params, true, NULL}};
+  if (sb_db_pipeline(w->db, stmts, 2, err) != 0) return NULL;
+  PQclear(stmts[0].result);
+  return stmts[1].result;
+}
+
+/* ---- request pieces ------------------------------------------------------------------------ */
+
+/* The value of name in a query string (URL-decoded) into out; false when absent. */
+static bool query_param(const char *query, const char *name, char *out, size_t len) {
+  size_t nlen = strlen(name);
+  for (const char *p = query; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+    if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+      size_t o = 0;
+      for (size_t i = nlen + 1; i < plen && o + 1 < len; i++) {
+        if (p[i] == '%' && i + 2 < plen && isxdigit((unsigned char)p[i + 1]) &&
+            isxdigit((unsigned char)p[i + 2])) {
+          char hex[3] = {p[i + 1], p[i + 2], 0};
+          out[o++] = (char)strtol(hex, NULL, 16);
+          i += 2;
+        } else {
+          out[o++] = p[i] == '+' ? ' ' : p[i];
+        }
+      }
+      out[o] = '\0';
+      return true;
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return false;
+}
+
+/* An integer query parameter within [min, max]; def when absent; -1 sets a 400. */
+static long long int_param(sb_api_worker_t *w, sb_api_response_t *resp, const char *query,
+                           const char *name, long long def, long long min, long long max) {
+  char v[32];
+  if (!query_param(query, name, v, sizeof v)) return def;
+  char *end;
+  long long n = strtoll(v, &end, 10);
+  if (!*v || *end || n < min || n > max) {
+    fail(w, resp, 400, "bad_request", name, "%s must be an integer from %lld to %lld", name, min, max);
+    return -1;
+  }
+  return n;
+}
+
+static bool is_uuid(const char *s) {
+  if (strlen(s) != 36) return false;
+  for (int i = 0; i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-') return false;
+    } else if (!isxdigit((unsigned char)s[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Decodes a JSON object body into the Lua stack (top) and checks its fields: every key a
+ * string among `allowed` ("a b c"), every value a string. false after setting a 400. */
+static bool read_body(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp,
+                      const char *allowed, bool required) {
+  lua_State *L = w->L;
+  if (!req->body || req->body_len == 0) {
+    if (required) {
+      fail(w, resp, 400, "bad_request", NULL, "a JSON object body is needed");
+      return false;
+    }
+    lua_newtable(L);
+    return true;
+  }
+  if (strncmp(req->content_type, "application/json", 16) != 0) {
+    fail(w, resp, 415, "unsupported_media_type", NULL, "the body must be application/json");
+    return false;
+  }
+  sb_error_t err;
+  if (sb_lua_json_decode(L, req->body, req->body_len, &err) != 0) {
+    fail(w, resp, 400, "bad_request", NULL, "%s", err.msg);
+    return false;
+  }
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    fail(w, resp, 400, "bad_request", NULL, "the body must be a JSON object");
+    return false;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 3);
+      fail(w, resp, 400, "bad_request", NULL, "the body must be a JSON object");
+      return false;
+    }
+    const char *k = lua_tostring(L, -2);
+    size_t klen = strlen(k);
+    bool known = false;
+    for (const char *p = allowed; *p && !known;) {
+      size_t n = strcspn(p, " ");
+      known = n == klen && strncmp(p, k, n) == 0;
+      p += n + (p[n] == ' ');
+    }
+    if (!known) {
+      fail(w, resp, 400, "unknown_field", k, "unknown field '%.64s' (this route takes: %s)", k, allowed);
+      lua_pop(L, 3);
+      return false;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      fail(w, resp, 400, "invalid_field", k, "'%.64s' must be a string", k);
+      lua_pop(L, 3);
+      return false;
+    }
+    lua_pop(L, 1);
+  }
+  return true;
+}
+
+/* A string field of the body table on top; NULL when absent. Stays valid while the
+ * table is on the stack. */
+static const char *body_string(lua_State *L, const char *name) {
+  lua_getfield(L, -1, name);
+  const char *s = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return s;
+}
+
+/* ---- routes ---------------------------------------------------------------------------- */
+
+static void route_plans(sb_api_worker_t *w, const sb_principal_t *who, sb_api_response_t *resp) {
+  sb_error_t err;
+  PGresult *res = read_as(w, who,
+                          "SELECT json_build_object('plans', coalesce(json_agg(json_build_object("
+                          "'code', code, 'name', name, 'database_tier', database_tier, "
+                          "'compute_tier', compute_tier, 'price_monthly_cents', price_monthly_cents, "
+                          "'currency', currency, 'storage_quota_gb', storage_quota_gb, "
+                          "'api_requests_quota_daily', api_requests_quota_daily, "
+                          "'max_instances', max_instances, 'backup_interval_hours', "
+                          "backup_interval_hours, 'backup_retention_days', backup_retention_days, "
+                          "'pitr_window_minutes', pitr_window_minutes) ORDER BY sort_order), "
+                          "'[]'::json))::text FROM plans WHERE is_active",
+                          0, NULL, &err);
+  if (!res) return fail_err(w, resp, &err);
+  set_body(resp, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  PQclear(res);
+}
+
+/* {"instance": ...[, "job": {...}]} for an instance visible to who; false (after a
+ * 404 or error) when it is not. */
+static bool instance_answer(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
+                            const char *job_id, const char *job_kind, int status,
+                            sb_api_response_t *resp) {
+  if (!is_uuid(id)) {
+    fail(w, resp, 404, "not_found", NULL, "no instance %.40s", id);
+    return false;
+  }
+  sb_error_t err;
+  PGresult *res;
+  if (job_id) {
+    /* The job's status now (it may have started already); jobs are the engine's table,
+     * not visible to sb_api_customer, so it is read first on the worker's own role. */
+    const char *jp[] = {job_id};
+    PGresult *job = sb_db_query_prepared(w->db, "SELECT status FROM jobs WHERE id = $1::uuid", 1, jp, &err);
+    if (!job) {
+      fail_err(w, resp, &err);
+      return false;
+    }
+    char job_status[16];
+    snprintf(job_status, sizeof job_status, "%s", PQntuples(job) ? PQgetvalue(job, 0, 0) : "done");
+    PQclear(job);
+    const char *p[] = {id, job_id, job_kind, job_status};
+    res = read_as(w, who,
+                  "SELECT json_build_object('instance', " INSTANCE_JSON ", 'job', "
+                  "json_build_object('id', $2::uuid, 'kind', $3::text, 'status', $4::text))::text "
+                  "FROM instances i WHERE i.id = $1::uuid",
+                  4, p, &err);
+  } else {
+    const char *p[] = {id};
+    res = read_as(w, who,
+                  "SELECT json_build_object('instance', " INSTANCE_JSON ")::text "
+                  "FROM instances i WHERE i.id = $1::uuid",
+                  1, p, &err);
+  }
+  if (!res) {
+    fail_err(w, resp, &err);
+    return false;
+  }
+  if (PQntuples(res) == 0) {
+    PQclear(res);
+    fail(w, resp, 404, "not_found", NULL, "no instance %s", id);
+    return false;
+  }
+  set_body(resp, status, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  if (job_id) snprintf(resp->location, sizeof resp->location, "/v1/instances/%s", id);
+  PQclear(res);
+  return true;
+}
+
+static void route_create(sb_api_worker_t *w, const sb_principal_t *who,
+                         const sb_api_request_t *req, sb_api_response_t *resp) {
+  if (!read_body(w, req, resp, "plan name subdomain user_id region", true)) return;
+  lua_State *L = w->L;
+  const char *plan = body_string(L, "plan"), *name = body_string(L, "name");
+  const char *sub = body_string(L, "subdomain"), *user = body_string(L, "user_id");
+  const char *region = body_string(L, "region");
+  const char *missing = !plan ? "plan" : !name ? "name" : !sub ? "subdomain" : NULL;
+  if (missing) {
+    fail(w, resp, 400, "invalid_field", missing, "'%s' is required", missing);
+  } else if (user && !who->operator && strcmp(user, who->user_id) != 0) {
+    fail(w, resp, 403, "forbidden", "user_id", "a customer token creates instances for its own user");
+  } else if (user && !is_uuid(user)) {
+    fail(w, resp, 400, "invalid_field", "user_id", "user_id must be a uuid");
+  } else {
+    char actor[64];
+    snprintf(actor, sizeof actor, "api:%.36s", who->token_id);
+    sb_fleet_ctx_t ctx = {w->db, w->pe, NULL, w->shared->keys, actor};
+    sb_provision_request_t pr = {user ? user : who->user_id, plan, name, sub, region};
+    sb_provision_result_t out;
+    sb_error_t err;
+    if (sb_provision_request(&ctx, &pr, &out, &err) != 0) {
+      if (strcmp(err.sqlstate, SB_ERR_NOT_FOUND) == 0)
+        fail(w, resp, 400, "invalid_field", strstr(err.msg, "plan") ? "plan" : "user_id", "%s", err.msg);
+      else
+        fail_err(w, resp, &err);
+    } else {
+      instance_answer(w, who, out.instance_id, out.job_id, "instance.provision", 202, resp);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static void route_list(sb_api_worker_t *w, const sb_principal_t *who, const sb_api_request_t *req,
+                       sb_api_response_t *resp) {
+  char status[32] = "", user[64] = "", cursor[128] = "";
+  bool has_status = query_param(req->query, "status", status, sizeof status);
+  bool has_user = query_param(req->query, "user_id", user, sizeof user);
+  query_param(req->query, "cursor", cursor, sizeof cursor);
+  long long limit = int_param(w, resp, req->query, "limit", 50, 1, 200);
+  if (limit < 0) return;
+  if (has_user && !is_uuid(user)) return fail(w, resp, 400, "bad_request", "user_id", "user_id must be a uuid");
+  if (has_user && !who->operator && strcmp(user, who->user_id) != 0)
+    return fail(w, resp, 403, "forbidden", "user_id", "a customer token lists its own instances only");
+  /* The cursor is "<created_at epoch microseconds>.<id>" of the last row seen. */
+  char cts[32] = "", cid[40] = "";
+  if (cursor[0]) {
+    char *dot = strchr(cursor, '.');
+    if (!dot || dot - cursor > 20 || !is_uuid(dot + 1))
+      return fail(w, resp, 400, "bad_request", "cursor", "cursor is not one this API gave");
+    snprintf(cts, sizeof cts, "%.*s", (int)(dot - cursor), cursor);
+    snprintf(cid, sizeof cid, "%s", dot + 1);
+  }
+  char lim[16];
+  snprintf(lim, sizeof lim, "%lld", limit);
+  const char *p[] = {has_status ? status : NULL, has_user ? user : (who->operator ? NULL : who->user_id),
+                     cts[0] ? cts : NULL, cid[0] ? cid : NULL, lim};
+  sb_error_t err;
+  PGresult *res = read_as(
+      w, who,
+      "WITH page AS (SELECT i.* FROM instances i WHERE ($1::text IS NULL OR i.status = $1) "
+      "AND ($2::uuid IS NULL OR i.user_id = $2::uuid) AND ($3::bigint IS NULL OR "
+      "(i.created_at, i.id) < (to_timestamp($3::bigint / 1e6), $4::uuid)) "
+      "ORDER BY i.created_at DESC, i.id DESC LIMIT $5::int + 1) "
+      "SELECT json_build_object('instances', coalesce((SELECT json_agg(" INSTANCE_JSON
+      " ORDER BY i.created_at DESC, i.id DESC) FROM (SELECT * FROM page ORDER BY created_at DESC, "
+      "id DESC LIMIT $5::int) i), '[]'::json), 'next_cursor', (SELECT CASE WHEN count(*) > $5::int "
+      "THEN (SELECT (extract(epoch FROM created_at) * 1e6)::bigint || '.' || id FROM page "
+      "ORDER BY created_at DESC, id DESC OFFSET $5::int - 1 LIMIT 1) END FROM page))::text",
+      5, p, &err);
+  if (!res) return fail_err(w, resp, &err);
+  set_body(resp, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  PQclear(res);
+}
+
+typedef int (*lifecycle_fn)(sb_fleet_ctx_t *, const char *, char *, sb_error_t *);
+
+/* DELETE, suspend, resume: check visibility, queue the change, answer 202. */
+static void route_lifecycle(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
+                            const char *action, const sb_api_request_t *req,
+                            sb_api_response_t *resp) {
+  bool suspend = strcmp(action, "suspend") == 0, resume = strcmp(action, "resume") == 0;
+  if ((suspend || resume) && !who->operator)
+    return fail(w, resp, 403, "forbidden", NULL, "only operator tokens suspend and resume instances");
+  if (!instance_answer(w, who, id, NULL, NULL, 200, resp)) return; /* 404 when not visible */
+  const char *reason = NULL;
+  if (suspend) {
+    if (!read_body(w, req, resp, "reason", false)) return;
+    reason = body_string(w->L, "reason");
+  }
+  char actor[64], job[37];
+  snprintf(actor, sizeof actor, "api:%.36s", who->token_id);
+  sb_fleet_ctx_t ctx = {w->db, w->pe, NULL, w->shared->keys, actor};
+  sb_error_t err;
+  int rc = suspend ? sb_instance_suspend(&ctx, id, reason, job, &err)
+           : resume ? sb_instance_resume(&ctx, id, job, &err)
+                    : sb_instance_deprovision(&ctx, id, job, &err);
+  if (suspend) lua_pop(w->L, 1);
+  if (rc != 0) return fail_err(w, resp, &err);
+  instance_answer(w, who, id, job,
+                  suspend ? "instance.suspend" : resume ? "instance.resume" : "instance.deprovision",
+                  202, resp);
+}
+
+PGresult *sb_api_events_page(sb_api_worker_t *w, const sb_principal_t *who, int64_t after,
+                             int64_t before, int limit, int64_t *oldest, sb_error_t *err) {
+  if (!db_ready(w)) {
+    sb_error_set(err, "the database is not reachable");
+    memcpy(err->sqlstate, "08006", 6);
+    return NULL;
+  }
+  char a[32], b[32], l[16];
+  snprintf(a, sizeof a, "%lld", (long long)after);
+  snprintf(b, sizeof b, "%lld", (long long)before);
+  snprintf(l, sizeof l, "%d", limit);
+  const char *p[] = {a, b, l};
+  PGresult *res = read_as(w, who,
+                          "SELECT " SB_EVENT_COLUMNS ", sb_events_oldest() "
+                          "FROM instance_events e WHERE e.seq > $1::bigint "
+                          "AND ($2::bigint = 0 OR e.seq < $2::bigint) ORDER BY e.seq LIMIT $3::int",
+                          3, p, err);
+  if (!res) return NULL;
+  *oldest = 0;
+  if (PQntuples(res) > 0) *oldest = atoll(PQgetvalue(res, 0, 5));
+  else {
+    PGresult *m = sb_db_query_prepared(w->db, "SELECT sb_events_oldest()", 0, NULL, err);
+    if (m) {
+      *oldest = atoll(PQgetvalue(m, 0, 0));
+      PQclear(m);
+    }
+  }
+  return res;
+}
+
+static void route_events(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
+                         const sb_api_request_t *req, sb_api_response_t *resp) {
+  if (!is_uuid(id)) return fail(w, resp, 404, "not_found", NULL, "no instance %.40s", id);
+  long long after = int_param(w, resp, req->query, "after", 0, 0, (1LL << 62));
+  if (after < 0) return;
+  long long limit = int_param(w, resp, req->query, "limit", 100, 1, 500);
+  if (limit < 0) return;
+  char a[32], l[16];
+  snprintf(a, sizeof a, "%lld", after);
+  snprintf(l, sizeof l, "%lld", limit);
+  const char *p[] = {id, a, l};
+  sb_error_t err;
+  PGresult *res = read_as(
+      w, who,
+      "SELECT CASE WHEN EXISTS (SELECT 1 FROM instances WHERE id = $1::uuid) THEN "
+      "(SELECT json_build_object('events', coalesce(json_agg(x.j ORDER BY x.seq), '[]'::json))::text "
+      " FROM (SELECT e.seq, json_build_object('id', e.seq, 'event_id', e.id, 'type', e.event_type, "
+      " 'instance_id', e.instance_id, 'user_id', e.user_id, 'shared_rds_id', e.shared_rds_id, "
+      " 'description', e.description, 'payload', e.payload, 'actor', e.actor, 'created_at', "
+      " to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS j "
+      " FROM instance_events e WHERE e.instance_id = $1::uuid AND e.seq > $2::bigint "
+      " ORDER BY e.seq LIMIT $3::int) x) END",
+      3, p, &err);
+  if (!res) return fail_err(w, resp, &err);
+  if (PQgetisnull(res, 0, 0)) {
+    PQclear(res);
+    return fail(w, resp, 404, "not_found", NULL, "no instance %s", id);
+  }
+  set_body(resp, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  PQclear(res);
+}
+
+static void route_servers(sb_api_worker_t *w, const sb_principal_t *who, sb_api_response_t *resp) {
+  if (!who->operator) return fail(w, resp, 403, "forbidden", NULL, "operator tokens only");
+  sb_error_t err;
+  /* The spec's capacity report, as JSON, with the dedicated servers beside it. */
+  PGresult *res = sb_db_query_prepared(
+      w->db,
+      "SELECT json_build_object('servers', coalesce(json_agg(s ORDER BY s.tier DESC, "
+      "s.usage_percentage DESC NULLS LAST, s.rds_instance_id), '[]'::json))::text FROM ("
+      "SELECT id, rds_instance_id, 'shared' AS tier, status, current_databases, max_databases, "
+      "ROUND(100.0 * current_databases / max_databases, 2) AS usage_percentage, storage_used_gb, "
+      "storage_total_gb, host, port, pooler_port, last_health_check_at FROM shared_rds_instances "
+      "UNION ALL SELECT id, rds_instance_id, 'dedicated', status, NULL, NULL, NULL, "
+      "storage_used_gb, storage_total_gb, host, port, NULL, last_health_check_at "
+      "FROM dedicated_rds_instances WHERE status <> 'retired') s",
+      0, NULL, &err);
+  if (!res) return fail_err(w, resp, &err);
+  set_body(resp, 200, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  PQclear(res);
+}
+
+static void route_healthz(sb_api_worker_t *w, sb_api_response_t *resp) {
+  sb_error_t err;
+  bool db_ok = db_ready(w);
+  if (db_ok) {
+    PGresult *res = sb_db_query_prepared(w->db, "SELECT 1", 0, NULL, &err);
+    db_ok = res != NULL;
+    PQclear(res);
+  }
+  bool policies_ok = sb_policy_registry_generation(w->shared->policies) > 0;
+  char body[256];
+  int n = snprintf(body, sizeof body,
+                   "{\"status\": \"%s\", \"checks\": {\"database\": \"%s\", \"policies\": \"%s\"}}",
+                   db_ok && policies_ok ? "ok" : "unavailable", db_ok ? "ok" : "unreachable",
+                   policies_ok ? "ok" : "not loaded");
+  set_body(resp, db_ok && policies_ok ? 200 : 503, body, (size_t)n);
+}
+
+static void route_metrics(sb_api_worker_t *w, sb_api_response_t *resp) {
+  sb_metrics_extra_t x = {-1, -1, -1, -1, 0, 0, 0, 0, 0, 0, false};
+  if (w->shared->engine_stats) w->shared->engine_stats(w->shared->engine_ud, &x);
+  sb_error_t err;
+  if (db_ready(w)) {
+    PGresult *res = sb_db_query_prepared(
+        w->db,
+        "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = "
+        "'running'), count(*) FILTER (WHERE status = 'dead') FROM jobs "
+        "WHERE status IN ('queued', 'running', 'dead')",
+        0, NULL, &err);
+    if (res) {
+      x.jobs_queued = atol(PQgetvalue(res, 0, 0));
+      x.jobs_running = atol(PQgetvalue(res, 0, 1));
+      x.jobs_dead = atol(PQgetvalue(res, 0, 2));
+      PQclear(res);
+    }
+  }
+  sb_policy_counters(&x.policy_decisions, &x.policy_errors);
+  char *text = sb_metrics_render(&x);
+  free(resp->body);
+  resp->status = 200;
+  resp->body = text;
+  resp->len = strlen(text);
+  resp->content_type = "text/plain; version=0.0.4";
+}
+
+int sb_api_authenticate(sb_api_worker_t *w, const char *token, sb_principal_t *who,
+                        sb_error_t *err) {
+  if (!db_ready(w)) {
+    sb_error_set(err, "the database is not reachable");
+    memcpy(err->sqlstate, "08006", 6);
+    return -1;
+  }
+  return sb_auth_check(w->db, token, who, err);
+}
+
+int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
+                            sb_error_t *err) {
+  if (!db_ready(w)) {
+    sb_error_set(err, "the database is not reachable");
+    memcpy(err->sqlstate, "08006", 6);
+    return -1;
+  }
+  if (!is_uuid(id)) {
+    sb_error_set(err, "no instance %.40s", id);
+    memcpy(err->sqlstate, SB_ERR_NOT_FOUND, 6);
+    return 0;
+  }
+  const char *p[] = {id};
+  PGresult *res = read_as(w, who, "SELECT 1 FROM instances WHERE id = $1::uuid", 1, p, err);
+  if (!res) return -1;
+  int n = PQntuples(res);
+  PQclear(res);
+  if (n == 0) {
+    sb_error_set(err, "no instance %s", id);
+    memcpy(err->sqlstate, SB_ERR_NOT_FOUND, 6);
+  }
+  return n > 0;
+}
+
+/* ---- the router --------------------------------------------------------------------------- */
+
+void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp) {
+  memset(resp, 0, sizeof *resp);
+  resp->route = SB_ROUTE_UNKNOWN;
+  const char *path = req->path, *m = req->method;
+  bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0, del = strcmp(m, "DELETE") == 0;
+  int top = lua_gettop(w->L);
+
+  if (strcmp(path, "/healthz") == 0) {
+    resp->route = SB_ROUTE_HEALTHZ;
+    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    return route_healthz(w, resp);
+  }
+  if (strcmp(path, "/metrics") == 0) {
+    resp->route = SB_ROUTE_METRICS;
+    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    return route_metrics(w, resp);
+  }
+  if (strncmp(path, "/v1/", 4) != 0) return fail(w, resp, 404, "not_found", NULL, "no route %.200s", path);
+  if (req->body_too_large)
+    return fail(w, resp, 413, "payload_too_large", NULL, "the body is over %d bytes", SB_API_MAX_BODY);
+
+  /* Every /v1 route needs a token. */
+  sb_principal_t who;
+  sb_error_t err;
+  if (!db_ready(w)) return fail(w, resp, 503, "unavailable", NULL, "the database is not reachable; try again");
+  if (sb_auth_check(w->db, req->token[0] ? req->token : NULL, &who, &err) != 0) {
+    resp->route = SB_ROUTE_UNKNOWN;
+    if (strcmp(err.sqlstate, "SB401") == 0) return fail(w, resp, 401, "unauthorized", NULL, "%s", err.msg);
+    return fail_err(w, resp, &err);
+  }
+
+  const char *rest = path + 4;
+  if (strcmp(rest, "plans") == 0) {
+    resp->route = SB_ROUTE_PLANS;
+    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    return route_plans(w, &who, resp);
+  }
+  if (strcmp(rest, "servers") == 0) {
+    resp->route = SB_ROUTE_SERVERS;
+    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    return route_servers(w, &who, resp);
+  }
+  if (strcmp(rest, "instances") == 0) {
+    resp->route = SB_ROUTE_INSTANCES;
+    if (get) return route_list(w, &who, req, resp);
+    if (post) return route_create(w, &who, req, resp);
+    return fail(w, resp, 405, "method_not_allowed", NULL, "GET or POST");
+  }
+  if (strncmp(rest, "instances/", 10) == 0) {
+    char id[64] = "", action[32] = "";
+    const char *p = rest + 10;
+    const char *slash = strchr(p, '/');
+    snprintf(id, sizeof id, "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
+    if (slash) snprintf(action, sizeof action, "%s", slash + 1);
+    if (!action[0]) {
+      resp->route = SB_ROUTE_INSTANCE;
+      if (get) {
+        instance_answer(w, &who, id, NULL, NULL, 200, resp);
+        return;
+      }
+      if (del) return route_lifecycle(w, &who, id, "delete", req, resp);
+      return fail(w, resp, 405, "method_not_allowed", NULL, "GET or DELETE");
+    }
+    if (strcmp(action, "events") == 0) {
+      resp->route = SB_ROUTE_INSTANCE_EVENTS;
+      if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+      return route_events(w, &who, id, req, resp);
+    }
+    if (strcmp(action, "suspend") == 0 || strcmp(action, "resume") == 0) {
+      resp->route = SB_ROUTE_INSTANCE_ACTION;
+      if (!post) return fail(w, resp, 405, "method_not_allowed", NULL, "POST only");
+      return route_lifecycle(w, &who, id, action, req, resp);
+    }
+  }
+  lua_settop(w->L, top);
+  fail(w, resp, 404, "not_found", NULL, "no route %.200s", path);
+}

@@ -1,0 +1,1434 @@
+/*
+ * server.c: libwebsockets service loop, HTTP hand-off to API workers, websocket
+ * sessions and the event hub (see server.h).
+ *
+ * Threads and what they own:
+ *   loop       (the service thread) every wsi, every session, the event ring. Only it
+ *              touches them, so none of them needs a lock.
+ *   workers    an sb_api_worker_t each (connection, policy engine, Lua state). They take
+ *              work from `todo` and put it back on `done`, waking the loop.
+ *   listener   its own connection: LISTEN sb_events / sb_tokens; reads new events in
+ *              commit order and hands them to the loop through `incoming`.
+ *
+ * Lifetimes (as the libwebsockets examples do it): a work item lives from the request
+ * to the written answer; an http_session_t from a request to its answer; a ws_session_t
+ * for the connection. Sessions are our own allocations, pointed to from lws's per-session
+ * data, so a worker's answer for a connection that closed meanwhile finds a session
+ * marked dead instead of freed memory.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "auth.h"
+#include "config.h"
+#include "log.h"
+#include "luaconv.h"
+#include "metrics.h"
+#include "provision.h"
+#include "util.h"
+
+#define RING 8192          /* events kept in memory, shared by every client */
+#define BACKLOG 4096       /* events a client may fall behind before overflow */
+#define BATCH_BYTES 65536  /* largest events message (a single bigger event goes alone) */
+#define MAX_SUBS 64
+#define MAX_TYPES 16
+#define MAX_OUTBOX 32
+#define REPLAY_PAGE 500
+#define AUTH_TIMEOUT_S 10
+
+/* ---- subscriptions ---- */
+
+typedef struct subscription {
+  char id[64];
+  char instance_id[37];
+  char user_id[37];
+  int ntypes;
+  char (*types)[64];    /* ntypes patterns, owned */
+} subscription_t;
+
+/* A subscription waiting for its instance's ownership check. */
+typedef struct pending_sub {
+  subscription_t sub;
+  bool has_last;
+  int64_t last_id;
+} pending_sub_t;
+
+/* ---- work between the loop and the workers ---------------------------------------- */
+
+typedef enum { WORK_HTTP, WORK_WS_AUTH, WORK_WS_REPLAY, WORK_WS_CHECK } work_kind_t;
+
+typedef struct work {
+  work_kind_t kind;
+  void *session;           /* http_session_t or ws_session_t; only the loop looks */
+  uint64_t started_ns;
+  sb_api_request_t req;    /* HTTP */
+  sb_api_response_t resp;
+  char token[128];         /* WS_AUTH */
+  sb_principal_t who;
+  int ok;
+  sb_error_t err;
+  int64_t after;           /* WS_REPLAY */
+  PGresult *rows;
+  int64_t oldest;
+  pending_sub_t check;     /* WS_CHECK */
+  struct work *next;
+} work_t;
+
+typedef struct queue {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  work_t *head, *tail;
+} queue_t;
+
+static void queue_init(queue_t *q) {
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->cv, NULL);
+  q->head = q->tail = NULL;
+}
+
+/* Appends; true when the queue was empty before. */
+static bool queue_push(queue_t *q, work_t *w) {
+  pthread_mutex_lock(&q->mu);
+  bool was_empty = q->head == NULL;
+  w->next = NULL;
+  if (q->tail) q->tail->next = w;
+  else q->head = w;
+  q->tail = w;
+  pthread_cond_signal(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+  return was_empty;
+}
+
+/* Takes everything queued. */
+static work_t *queue_take_all(queue_t *q) {
+  pthread_mutex_lock(&q->mu);
+  work_t *all = q->head;
+  q->head = q->tail = NULL;
+  pthread_mutex_unlock(&q->mu);
+  return all;
+}
+
+static void work_free(work_t *w) {
+  if (!w) return;
+  free(w->req.body);
+  sb_api_response_free(&w->resp);
+  PQclear(w->rows);
+  free(w->check.sub.types);
+  explicit_bzero(w->token, sizeof w->token);
+  free(w);
+}
+
+/* ---- events ----------------------------------------------------------------------- */
+
+typedef struct event {
+  int64_t seq;
+  char *json;
+  size_t len;
+  char type[64];
+  char instance_id[37];
+  char user_id[37];
+} event_t;
+
+/* A batch of new events from the listener. */
+typedef struct arrival {
+  event_t *events;
+  int n;
+  struct arrival *next;
+} arrival_t;
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+typedef struct http_session {
+  struct lws *wsi;
+  bool submitted;       /* a worker has (or had) the request */
+  bool dead;            /* the connection closed while a worker had its request */
+  work_t *answer;       /* ready to write */
+  sb_api_request_t req; /* being read (a POST body) */
+  uint64_t started_ns;
+} http_session_t;
+
+
+typedef struct ws_session {
+  struct lws *wsi;
+  bool dead, closing;
+  int close_code;
+  char close_reason[64];
+  bool authed, auth_pending;
+  sb_principal_t who;
+  time_t connected_at;
+  subscription_t *subs;
+  int nsubs, subcap;
+  bool everything;      /* an operator subscribed to all events */
+  bool paused;          /* reading stopped until a worker answers */
+  bool streaming;       /* has a cursor: events flow */
+  uint64_t cursor;      /* next ring position to look at */
+  int64_t last_sent;    /* id of the last event sent */
+  bool replaying;       /* catching up from the database */
+  bool replay_pending;  /* a page is being read */
+  PGresult *replay_rows;
+  int replay_row;
+  bool announce_replayed;
+  char *outbox[MAX_OUTBOX];
+  int nout;
+  char *rx;             /* a message being received */
+  size_t rxlen, rxcap;
+  bool rx_too_big;
+  int inflight;         /* work items that refer to this session */
+  struct ws_session *prev, *next;
+} ws_session_t;
+
+/* A write buffer with LWS_PRE bytes of room before p + LWS_PRE. */
+typedef struct buf {
+  unsigned char *p;
+  size_t cap;
+} buf_t;
+
+struct sb_httpd {
+  sb_engine_t *engine;
+  sb_api_shared_t shared;
+  struct lws_context *ctx;
+  pthread_t loop_thread, listener_thread;
+  pthread_t *workers;
+  int nworkers;
+  queue_t todo, done;
+  pthread_mutex_t incoming_mu;
+  arrival_t *incoming;
+  _Atomic bool stopping, stopped;
+  int listener_stop_fd;
+  int port;
+
+  /* The loop's own state. */
+  lua_State *L;                 /* lua-cjson for websocket messages */
+  event_t ring[RING];
+  uint64_t head;                /* events ever appended; positions are [head - RING, head) */
+  int64_t ring_floor;           /* every event with a greater id is in the ring */
+  int64_t last_seq;             /* newest id appended */
+  ws_session_t *sessions;
+  int nsessions, http_inflight;
+  buf_t batch;                  /* the message being written */
+  buf_t all_batch;              /* the cached everything-batch, shared by operators */
+  uint64_t all_batch_from, all_batch_to; /* its ring positions */
+  size_t all_batch_len;
+  bool closing_all;             /* shutdown: every websocket was asked to close */
+};
+
+/* ---- the ring ----------------------------------------------------------------------------- */
+
+static event_t *at(sb_httpd_t *s, uint64_t pos) { return &s->ring[pos % RING]; }
+static uint64_t oldest_pos(const sb_httpd_t *s) { return s->head > RING ? s->head - RING : 0; }
+
+static void ring_append(sb_httpd_t *s, event_t *e) {
+  event_t *slot = at(s, s->head);
+  if (s->head >= RING) {
+    /* Evicting: events up to this one are now only in the database. */
+    s->ring_floor = slot->seq;
+    free(slot->json);
+  }
+  *slot = *e;
+  s->head++;
+  s->last_seq = e->seq;
+}
+
+/* First position holding an event with id > seq (head when none). */
+static uint64_t position_after(sb_httpd_t *s, int64_t seq) {
+  uint64_t lo = oldest_pos(s), hi = s->head;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (at(s, mid)->seq <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* ---- filters ------------------------------------------------------------------------------- */
+
+static bool type_matches(const char *pattern, const char *type) {
+  size_t n = strlen(pattern);
+  if (n == 1 && pattern[0] == '*') return true;
+  if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
+    return strncmp(pattern, type, n - 1) == 0; /* "server.*" matches "server.x" */
+  return strcmp(pattern, type) == 0;
+}
+
+static bool event_visible(const ws_session_t *ws, const char *user_id) {
+  return ws->who.operator || (user_id[0] && strcmp(user_id, ws->who.user_id) == 0);
+}
+
+static bool sub_matches(const subscription_t *sub, const char *type, const char *instance,
+                        const char *user) {
+  if (sub->instance_id[0] && strcmp(sub->instance_id, instance) != 0) return false;
+  if (sub->user_id[0] && strcmp(sub->user_id, user) != 0) return false;
+  if (sub->ntypes == 0) return true;
+  for (int i = 0; i < sub->ntypes; i++)
+    if (type_matches(sub->types[i], type)) return true;
+  return false;
+}
+
+static bool session_wants(const ws_session_t *ws, const char *type, const char *instance,
+                          const char *user) {
+  if (!event_visible(ws, user)) return false;
+  for (int i = 0; i < ws->nsubs; i++)
+    if (sub_matches(&ws->subs[i], type, instance, user)) return true;
+  return false;
+}
+
+/* An operator subscribed to everything: its events messages can be shared. */
+static bool compute_everything(const ws_session_t *ws) {
+  if (!ws->who.operator) return false;
+  for (int i = 0; i < ws->nsubs; i++) {
+    const subscription_t *sub = &ws->subs[i];
+    if (!sub->instance_id[0] && !sub->user_id[0] &&
+        (sub->ntypes == 0 || (sub->ntypes == 1 && strcmp(sub->types[0], "*") == 0)))
+      return true;
+  }
+  return false;
+}
+
+/* ---- websocket output -------------------------------------------------------------------- */
+
+static void ws_queue(ws_session_t *ws, char *msg) {
+  if (ws->nout == MAX_OUTBOX) {
+    free(msg); /* a client flooding us with requests loses answers, not memory */
+    return;
+  }
+  ws->outbox[ws->nout++] = msg;
+  lws_callback_on_writable(ws->wsi);
+}
+
+/* Encodes the table on top of the loop's Lua stack and queues it; pops it. */
+static void ws_queue_table(sb_httpd_t *s, ws_session_t *ws) {
+  char *json = sb_lua_json_encode(s->L, -1, NULL, NULL);
+  lua_pop(s->L, 1);
+  if (json) ws_queue(ws, json);
+}
+
+static void ws_error(sb_httpd_t *s, ws_session_t *ws, const char *code, const char *sub,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void ws_error(sb_httpd_t *s, ws_session_t *ws, const char *code, const char *sub,
+                     const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  lua_State *L = s->L;
+  lua_createtable(L, 0, 4);
+  lua_pushliteral(L, "error");
+  lua_setfield(L, -2, "type");
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  if (sub) {
+    lua_pushstring(L, sub);
+    lua_setfield(L, -2, "id");
+  }
+  ws_queue_table(s, ws);
+}
+
+static void ws_close(ws_session_t *ws, int code, const char *reason) {
+  ws->closing = true;
+  ws->close_code = code;
+  snprintf(ws->close_reason, sizeof ws->close_reason, "%s", reason);
+  lws_callback_on_writable(ws->wsi);
+}
+
+static const char batch_open[] = "{\"type\":\"events\",\"events\":[";
+static const char batch_close[] = "]}";
+
+static unsigned char *ensure(buf_t *b, size_t need) {
+  if (need > b->cap) {
+    b->cap = need * 2;
+    b->p = sb_xrealloc(b->p, LWS_PRE + b->cap);
+  }
+  return b->p + LWS_PRE;
+}
+
+/* Starts an events message in b; returns its length so far. */
+static size_t batch_start(buf_t *b) {
+  memcpy(ensure(b, BATCH_BYTES + 64), batch_open, sizeof batch_open - 1);
+  return sizeof batch_open - 1;
+}
+
+
+/* Appends an event to the batch being built; false when it would not fit (and the
+ * batch is not empty). */
+static bool batch_add(buf_t *buf, size_t *len, int *count, const char *json, size_t jlen) {
+  size_t need = *len + jlen + 1 + sizeof batch_close;
+  if (*count > 0 && need > BATCH_BYTES) return false;
+  unsigned char *b = ensure(buf, need);
+  if (*count > 0) b[(*len)++] = ',';
+  memcpy(b + *len, json, jlen);
+  *len += jlen;
+  (*count)++;
+  return true;
+}
+
+static int batch_send(sb_httpd_t *s, ws_session_t *ws, size_t len, int count) {
+  unsigned char *b = s->batch.p + LWS_PRE;
+  memcpy(b + len, batch_close, sizeof batch_close - 1);
+  len += sizeof batch_close - 1;
+  if (lws_write(ws->wsi, b, len, LWS_WRITE_TEXT) < (int)len) return -1;
+  sb_metrics_events_delivered((unsigned long)count);
+  return 0;
+}
+
+/* Sends the next rows of a database replay. -1: the connection failed. */
+static int send_replay_rows(sb_httpd_t *s, ws_session_t *ws) {
+  size_t len = batch_start(&s->batch);
+  int count = 0;
+  PGresult *r = ws->replay_rows;
+  int n = PQntuples(r);
+  while (ws->replay_row < n) {
+    int i = ws->replay_row;
+    int64_t seq = atoll(PQgetvalue(r, i, 0));
+    if (seq > ws->last_sent && session_wants(ws, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4))) {
+      if (!batch_add(&s->batch, &len, &count, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1)))
+        break;
+    }
+    if (seq > ws->last_sent) ws->last_sent = seq;
+    ws->replay_row++;
+  }
+  if (count && batch_send(s, ws, len, count) != 0) return -1;
+  return 0;
+}
+
+static void request_replay(sb_httpd_t *s, ws_session_t *ws);
+
+/* Streams from the ring: one events message of what this client wants. */
+static int send_from_ring(sb_httpd_t *s, ws_session_t *ws) {
+  if (ws->cursor < oldest_pos(s) || s->head - ws->cursor > BACKLOG) {
+    lua_State *L = s->L;
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "overflow");
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, ws->last_sent);
+    lua_setfield(L, -2, "last_id");
+    ws_queue_table(s, ws);
+    ws->streaming = false;
+    ws_close(ws, 4008, "too slow: resume from last_id");
+    return 0;
+  }
+  /* Operators that want everything get one shared message per range of the ring. */
+  if (ws->everything && ws->cursor < s->head) {
+    uint64_t from = ws->cursor;
+    if (s->all_batch_from != from || s->all_batch_to <= from) {
+      size_t len = batch_start(&s->all_batch);
+      int count = 0;
+      uint64_t pos = from;
+      for (; pos < s->head; pos++) {
+        event_t *e = at(s, pos);
+        if (!batch_add(&s->all_batch, &len, &count, e->json, e->len)) break;
+      }
+      memcpy(s->all_batch.p + LWS_PRE + len, batch_close, sizeof batch_close - 1);
+      s->all_batch_from = from;
+      s->all_batch_to = pos;
+      s->all_batch_len = len + sizeof batch_close - 1;
+    }
+    /* Events already sent (after a replay) are below last_sent: skip the shared form. */
+    if (at(s, from)->seq > ws->last_sent) {
+      if (lws_write(ws->wsi, s->all_batch.p + LWS_PRE, s->all_batch_len, LWS_WRITE_TEXT) <
+          (int)s->all_batch_len)
+        return -1;
+      sb_metrics_events_delivered((unsigned long)(s->all_batch_to - from));
+      ws->cursor = s->all_batch_to;
+      ws->last_sent = at(s, ws->cursor - 1)->seq;
+      if (ws->cursor < s->head) lws_callback_on_writable(ws->wsi);
+      return 0;
+    }
+  }
+  size_t len = batch_start(&s->batch);
+  int count = 0;
+  while (ws->cursor < s->head) {
+    event_t *e = at(s, ws->cursor);
+    if (e->seq > ws->last_sent && session_wants(ws, e->type, e->instance_id, e->user_id)) {
+      if (!batch_add(&s->batch, &len, &count, e->json, e->len)) break;
+    }
+    if (e->seq > ws->last_sent) ws->last_sent = e->seq;
+    ws->cursor++;
+  }
+  if (count && batch_send(s, ws, len, count) != 0) return -1;
+  if (ws->cursor < s->head) lws_callback_on_writable(ws->wsi);
+  return 0;
+}
+
+static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
+  if (ws->nout > 0) {
+    char *msg = ws->outbox[0];
+    memmove(ws->outbox, ws->outbox + 1, (size_t)(ws->nout - 1) * sizeof *ws->outbox);
+    ws->nout--;
+    size_t len = strlen(msg);
+    memcpy(ensure(&s->batch, len + 1), msg, len);
+    free(msg);
+    if (lws_write(ws->wsi, s->batch.p + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) return -1;
+    lws_callback_on_writable(ws->wsi);
+    return 0;
+  }
+  if (ws->closing) {
+    lws_close_reason(ws->wsi, (enum lws_close_status)ws->close_code,
+                     (unsigned char *)ws->close_reason, strlen(ws->close_reason));
+    return -1;
+  }
+  if (!ws->streaming) return 0;
+  if (ws->replay_rows) {
+    if (send_replay_rows(s, ws) != 0) return -1;
+    if (ws->replay_row < PQntuples(ws->replay_rows)) {
+      lws_callback_on_writable(ws->wsi);
+      return 0;
+    }
+    bool full_page = PQntuples(ws->replay_rows) == REPLAY_PAGE;
+    PQclear(ws->replay_rows);
+    ws->replay_rows = NULL;
+    if (full_page || ws->last_sent < s->ring_floor) {
+      request_replay(s, ws);
+      return 0;
+    }
+    ws->replaying = false;
+    ws->cursor = position_after(s, ws->last_sent);
+  }
+  if (ws->replaying) return 0; /* a page is on its way */
+  if (send_from_ring(s, ws) != 0) return -1;
+  if (ws->announce_replayed && ws->cursor >= s->head && ws->streaming) {
+    ws->announce_replayed = false;
+    lua_State *L = s->L;
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "replayed");
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, ws->last_sent);
+    lua_setfield(L, -2, "last_id");
+    ws_queue_table(s, ws);
+  }
+  return 0;
+}
+
+/* ---- websocket input -------------------------------------------------------------------- */
+
+static void hand_to_workers(sb_httpd_t *s, work_t *w) { queue_push(&s->todo, w); }
+
+/* Stops reading the client's messages until a worker has answered (auth, an ownership
+ * check), so a message sent right after `auth` is read once the answer is in. */
+static void pause_rx(ws_session_t *ws) {
+  ws->paused = true;
+  lws_rx_flow_control(ws->wsi, 0);
+}
+
+static void resume_rx(ws_session_t *ws) {
+  if (!ws->paused) return;
+  ws->paused = false;
+  lws_rx_flow_control(ws->wsi, 1);
+}
+
+static void request_auth(sb_httpd_t *s, ws_session_t *ws, const char *token) {
+  work_t *w = sb_xcalloc(1, sizeof *w);
+  w->kind = WORK_WS_AUTH;
+  w->session = ws;
+  snprintf(w->token, sizeof w->token, "%s", token);
+  ws->inflight++;
+  ws->auth_pending = true;
+  pause_rx(ws);
+  hand_to_workers(s, w);
+}
+
+static void request_replay(sb_httpd_t *s, ws_session_t *ws) {
+  work_t *w = sb_xcalloc(1, sizeof *w);
+  w->kind = WORK_WS_REPLAY;
+  w->session = ws;
+  w->after = ws->last_sent;
+  w->who = ws->who;
+  ws->inflight++;
+  ws->replaying = ws->replay_pending = true;
+  hand_to_workers(s, w);
+}
+
+/* Reads filter fields from the table at idx into sub; false after queueing an error. */
+static bool read_filter(sb_httpd_t *s, ws_session_t *ws, int idx, subscription_t *sub) {
+  lua_State *L = s->L;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    bool ok = true;
+    if (strcmp(k, "instance_id") == 0 || strcmp(k, "user_id") == 0) {
+      ok = lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 36;
+      if (ok)
+        snprintf(strcmp(k, "user_id") == 0 ? sub->user_id : sub->instance_id, 37, "%s",
+                 lua_tostring(L, -1));
+    } else if (strcmp(k, "types") == 0) {
+      ok = lua_istable(L, -1) && lua_rawlen(L, -1) <= MAX_TYPES && !sub->types;
+      if (ok) sub->types = sb_xcalloc(lua_rawlen(L, -1) + 1, sizeof *sub->types);
+      for (lua_Integer i = 1; ok && i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+        ok = lua_rawgeti(L, -1, i) == LUA_TSTRING && lua_rawlen(L, -1) < 64;
+        if (ok) snprintf(sub->types[sub->ntypes++], 64, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+    } else {
+      lua_pop(L, 2);
+      ws_error(s, ws, "bad_message", sub->id, "unknown filter field '%.40s' (instance_id, user_id, types)", k);
+      return false;
+    }
+    lua_pop(L, 1);
+    if (!ok) {
+      lua_pop(L, 1);
+      ws_error(s, ws, "bad_message", sub->id, "filter field '%s' has the wrong type", k);
+      return false;
+    }
+  }
+  if (!ws->who.operator && sub->user_id[0] && strcmp(sub->user_id, ws->who.user_id) != 0) {
+    ws_error(s, ws, "forbidden", sub->id, "a customer token sees its own user's events only");
+    return false;
+  }
+  return true;
+}
+
+static void subscription_free(subscription_t *sub) {
+  free(sub->types);
+  sub->types = NULL;
+}
+
+static void subs_clear(ws_session_t *ws) {
+  for (int i = 0; i < ws->nsubs; i++) subscription_free(&ws->subs[i]);
+  ws->nsubs = 0;
+  ws->everything = false;
+}
+
+
+/* Adds a checked subscription (taking sub's allocations) and starts the stream if it is
+ * the connection's first. */
+static void finish_subscribe(sb_httpd_t *s, ws_session_t *ws, pending_sub_t *p) {
+  lua_State *L = s->L;
+  if (ws->nsubs == ws->subcap) {
+    ws->subcap = ws->subcap ? ws->subcap * 2 : 2;
+    ws->subs = sb_xrealloc(ws->subs, (size_t)ws->subcap * sizeof *ws->subs);
+  }
+  ws->subs[ws->nsubs++] = p->sub;
+  p->sub.types = NULL;
+  ws->everything = compute_everything(ws);
+  int64_t last_id = p->last_id > s->last_seq ? s->last_seq : p->last_id;
+
+  lua_createtable(L, 0, 3);
+  lua_pushliteral(L, "subscribed");
+  lua_setfield(L, -2, "type");
+  lua_pushstring(L, ws->subs[ws->nsubs - 1].id);
+  lua_setfield(L, -2, "id");
+  lua_pushinteger(L, ws->streaming ? ws->last_sent : p->has_last ? last_id : s->last_seq);
+  lua_setfield(L, -2, "from");
+  ws_queue_table(s, ws);
+  if (ws->streaming) return;
+  ws->streaming = true;
+  if (!p->has_last) {
+    ws->last_sent = s->last_seq;
+    ws->cursor = s->head;
+    return;
+  }
+  ws->last_sent = last_id;
+  ws->announce_replayed = true;
+  if (last_id >= s->ring_floor) {
+    ws->cursor = position_after(s, last_id);
+    lws_callback_on_writable(ws->wsi);
+  } else {
+    request_replay(s, ws); /* older than the ring: from the database first */
+  }
+}
+
+static void handle_subscribe(sb_httpd_t *s, ws_session_t *ws, int msg) {
+  lua_State *L = s->L;
+  pending_sub_t p = {0};
+  subscription_t *sub = &p.sub;
+  if (lua_getfield(L, msg, "id") != LUA_TSTRING || lua_rawlen(L, -1) == 0 || lua_rawlen(L, -1) >= 64) {
+    lua_pop(L, 1);
+    return ws_error(s, ws, "bad_message", NULL, "subscribe needs an id (a string of 1 to 63 characters)");
+  }
+  snprintf(sub->id, sizeof sub->id, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  for (int i = 0; i < ws->nsubs; i++)
+    if (strcmp(ws->subs[i].id, sub->id) == 0)
+      return ws_error(s, ws, "bad_message", sub->id, "a subscription %s exists", sub->id);
+  if (ws->nsubs == MAX_SUBS)
+    return ws_error(s, ws, "too_many_subscriptions", sub->id, "at most %d subscriptions", MAX_SUBS);
+  int t = lua_getfield(L, msg, "filter");
+  if (t != LUA_TNIL && t != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return ws_error(s, ws, "bad_message", sub->id, "filter must be an object");
+  }
+  if (t == LUA_TTABLE && !read_filter(s, ws, lua_gettop(L), sub)) {
+    lua_pop(L, 1);
+    return subscription_free(sub);
+  }
+  lua_pop(L, 1);
+  t = lua_getfield(L, msg, "last_id");
+  if (t != LUA_TNIL) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0) {
+      lua_pop(L, 1);
+      ws_error(s, ws, "bad_message", sub->id, "last_id must be a non-negative integer");
+      return subscription_free(sub);
+    }
+    p.has_last = true;
+    p.last_id = (int64_t)lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+  if (p.has_last && ws->streaming) {
+    ws_error(s, ws, "bad_message", sub->id, "last_id applies to the first subscription of a connection");
+    return subscription_free(sub);
+  }
+  if (!ws->who.operator && sub->instance_id[0]) {
+    /* A customer names an instance: it must be theirs (row-level security decides). */
+    work_t *w = sb_xcalloc(1, sizeof *w);
+    w->kind = WORK_WS_CHECK;
+    w->session = ws;
+    w->who = ws->who;
+    w->check = p;
+    ws->inflight++;
+    pause_rx(ws);
+    hand_to_workers(s, w);
+    return;
+  }
+  finish_subscribe(s, ws, &p);
+}
+
+static void handle_message(sb_httpd_t *s, ws_session_t *ws, const char *text, size_t len) {
+  lua_State *L = s->L;
+  int top = lua_gettop(L);
+  sb_error_t err;
+  if (sb_lua_json_decode(L, text, len, &err) != 0 || !lua_istable(L, -1)) {
+    lua_settop(L, top);
+    return ws_error(s, ws, "bad_message", NULL, "messages are JSON objects");
+  }
+  int msg = lua_gettop(L);
+  const char *type = lua_getfield(L, msg, "type") == LUA_TSTRING ? lua_tostring(L, -1) : "";
+  if (strcmp(type, "auth") == 0) {
+    if (ws->authed || ws->auth_pending) {
+      ws_error(s, ws, "bad_message", NULL, "already authenticated");
+    } else if (lua_getfield(L, msg, "token") != LUA_TSTRING) {
+      ws_error(s, ws, "bad_message", NULL, "auth needs a token");
+    } else {
+      request_auth(s, ws, lua_tostring(L, -1));
+    }
+  } else if (strcmp(type, "ping") == 0) {
+    ws_queue(ws, sb_xstrdup("{\"type\":\"pong\"}"));
+  } else if (!ws->authed) {
+    ws_error(s, ws, "unauthorized", NULL, "authenticate first: {\"type\": \"auth\", \"token\": ...}");
+  } else if (strcmp(type, "subscribe") == 0) {
+    handle_subscribe(s, ws, msg);
+  } else if (strcmp(type, "unsubscribe") == 0) {
+    const char *id = lua_getfield(L, msg, "id") == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    int found = -1;
+    for (int i = 0; i < ws->nsubs; i++)
+      if (strcmp(ws->subs[i].id, id) == 0) found = i;
+    if (found < 0) {
+      ws_error(s, ws, "unknown_subscription", id, "no subscription %.63s", id);
+    } else {
+      subscription_free(&ws->subs[found]);
+      ws->subs[found] = ws->subs[--ws->nsubs];
+      ws->everything = compute_everything(ws);
+      lua_createtable(L, 0, 2);
+      lua_pushliteral(L, "unsubscribed");
+      lua_setfield(L, -2, "type");
+      lua_pushstring(L, id);
+      lua_setfield(L, -2, "id");
+      ws_queue_table(s, ws);
+    }
+  } else {
+    ws_error(s, ws, "bad_message", NULL, "unknown message type '%.40s'", type);
+  }
+  lua_settop(L, top);
+}
+
+/* ---- worker answers ---------------------------------------------------------------------- */
+
+static void ws_session_release(sb_httpd_t *s, ws_session_t *ws);
+
+static void deliver(sb_httpd_t *s, work_t *w) {
+  if (w->kind == WORK_HTTP) {
+    http_session_t *hs = w->session;
+    s->http_inflight--;
+    if (hs->dead) {
+      free(hs);
+      work_free(w);
+      return;
+    }
+    hs->answer = w;
+    lws_callback_on_writable(hs->wsi);
+    return;
+  }
+  ws_session_t *ws = w->session;
+  ws->inflight--;
+  if (ws->dead) {
+    ws_session_release(s, ws);
+    work_free(w);
+    return;
+  }
+  if (w->kind == WORK_WS_CHECK) {
+    resume_rx(ws);
+    if (w->ok) {
+      finish_subscribe(s, ws, &w->check);
+    } else if (strcmp(w->err.sqlstate, SB_ERR_NOT_FOUND) == 0) {
+      ws_error(s, ws, "not_found", w->check.sub.id, "no instance %s", w->check.sub.instance_id);
+    } else {
+      ws_error(s, ws, "unavailable", w->check.sub.id, "cannot check the instance now; try again");
+    }
+  } else if (w->kind == WORK_WS_AUTH) {
+    resume_rx(ws);
+    ws->auth_pending = false;
+    if (w->ok) {
+      ws->authed = true;
+      ws->who = w->who;
+      lua_State *L = s->L;
+      lua_createtable(L, 0, 3);
+      lua_pushliteral(L, "authenticated");
+      lua_setfield(L, -2, "type");
+      lua_pushstring(L, w->who.user_id);
+      lua_setfield(L, -2, "user_id");
+      lua_pushstring(L, w->who.operator ? "operator" : "customer");
+      lua_setfield(L, -2, "scope");
+      ws_queue_table(s, ws);
+    } else if (strcmp(w->err.sqlstate, "SB401") == 0) {
+      ws_error(s, ws, "unauthorized", NULL, "%s", w->err.msg);
+    } else {
+      ws_error(s, ws, "unavailable", NULL, "cannot check the token now; try again");
+    }
+  } else { /* WS_REPLAY */
+    ws->replay_pending = false;
+    if (!w->rows) {
+      ws_error(s, ws, "unavailable", NULL, "cannot read past events now; resume again later");
+      ws->streaming = false;
+    } else if (w->oldest > 0 && w->after < w->oldest - 1) {
+      lua_State *L = s->L;
+      lua_createtable(L, 0, 3);
+      lua_pushliteral(L, "resume_too_old");
+      lua_setfield(L, -2, "type");
+      lua_pushinteger(L, w->after);
+      lua_setfield(L, -2, "last_id");
+      lua_pushinteger(L, w->oldest);
+      lua_setfield(L, -2, "oldest_id");
+      ws_queue_table(s, ws);
+      ws->streaming = ws->replaying = false;
+      subs_clear(ws); /* the client subscribes again */
+    } else {
+      ws->replay_rows = w->rows;
+      ws->replay_row = 0;
+      w->rows = NULL;
+      lws_callback_on_writable(ws->wsi);
+    }
+  }
+  work_free(w);
+}
+
+static void *worker_main(void *arg) {
+  sb_httpd_t *s = arg;
+  sb_error_t err;
+  sb_api_worker_t *aw = NULL;
+  while (!atomic_load(&s->stopped)) {
+    pthread_mutex_lock(&s->todo.mu);
+    while (!s->todo.head && !atomic_load(&s->stopped)) pthread_cond_wait(&s->todo.cv, &s->todo.mu);
+    work_t *w = s->todo.head;
+    if (w) {
+      s->todo.head = w->next;
+      if (!s->todo.head) s->todo.tail = NULL;
+    }
+    pthread_mutex_unlock(&s->todo.mu);
+    if (!w) break;
+    if (!aw) aw = sb_api_worker_new(&s->shared, &err);
+    if (!aw) {
+      /* No database: answer, do not hang the client. */
+      if (w->kind == WORK_HTTP) {
+        w->resp.status = 503;
+        w->resp.body = sb_xstrdup("{\"error\":{\"code\":\"unavailable\",\"message\":\"the database is "
+                                  "not reachable; try again\"}}");
+        w->resp.len = strlen(w->resp.body);
+        w->resp.content_type = "application/json";
+      } else {
+        w->err = err;
+      }
+    } else if (w->kind == WORK_HTTP) {
+      sb_api_handle(aw, &w->req, &w->resp);
+    } else if (w->kind == WORK_WS_AUTH) {
+      w->ok = sb_api_authenticate(aw, w->token, &w->who, &w->err) == 0;
+    } else if (w->kind == WORK_WS_CHECK) {
+      w->ok = sb_api_instance_visible(aw, &w->who, w->check.sub.instance_id, &w->err) == 1;
+    } else {
+      w->rows = sb_api_events_page(aw, &w->who, w->after, 0, REPLAY_PAGE, &w->oldest, &w->err);
+    }
+    if (queue_push(&s->done, w)) lws_cancel_service(s->ctx);
+  }
+  sb_api_worker_free(aw);
+  return NULL;
+}
+
+/* ---- the listener -------------------------------------------------------------------------- */
+
+/* Reads every event after *last, in order, and hands them to the loop. */
+static int fetch_events(sb_httpd_t *s, sb_db_t *db, int64_t *last, sb_error_t *err) {
+  for (;;) {
+    char after[32];
+    snprintf(after, sizeof after, "%lld", (long long)*last);
+    const char *p[] = {after};
+    PGresult *res = sb_db_query_prepared(db,
+                                         "SELECT " SB_EVENT_COLUMNS " FROM instance_events e "
+                                         "WHERE e.seq > $1::bigint ORDER BY e.seq LIMIT 2000",
+                                         1, p, err);
+    if (!res) return -1;
+    int n = PQntuples(res);
+    if (n > 0) {
+      arrival_t *a = sb_xcalloc(1, sizeof *a);
+      a->events = sb_xcalloc((size_t)n, sizeof *a->events);
+      a->n = n;
+      for (int i = 0; i < n; i++) {
+        event_t *e = &a->events[i];
+        e->seq = atoll(PQgetvalue(res, i, 0));
+        e->len = (size_t)PQgetlength(res, i, 1);
+        e->json = sb_xmalloc(e->len + 1);
+        memcpy(e->json, PQgetvalue(res, i, 1), e->len + 1);
+        snprintf(e->type, sizeof e->type, "%s", PQgetvalue(res, i, 2));
+        snprintf(e->instance_id, sizeof e->instance_id, "%s", PQgetvalue(res, i, 3));
+        snprintf(e->user_id, sizeof e->user_id, "%s", PQgetvalue(res, i, 4));
+      }
+      *last = a->events[n - 1].seq;
+      pthread_mutex_lock(&s->incoming_mu);
+      arrival_t **tail = &s->incoming;
+      while (*tail) tail = &(*tail)->next;
+      *tail = a;
+      pthread_mutex_unlock(&s->incoming_mu);
+      lws_cancel_service(s->ctx);
+    }
+    PQclear(res);
+    if (n < 2000) return 0;
+  }
+}
+
+static sb_db_t *listener_connect(sb_httpd_t *s) {
+  sb_error_t err;
+  for (int delay = 1; !atomic_load(&s->stopping); delay = delay < 16 ? delay * 2 : 16) {
+    sb_db_t *db = sb_db_connect(s->shared.db_url, NULL, "solobase events", &err);
+    if (db && sb_db_exec_params(db, "LISTEN sb_events", 0, NULL, &err) == 0 &&
+        sb_db_exec_params(db, "LISTEN sb_tokens", 0, NULL, &err) == 0)
+      return db;
+    sb_warn("events", "listening for events: %s; retrying in %d s", err.msg, delay);
+    sb_db_free(db);
+    struct pollfd fd = {s->listener_stop_fd, POLLIN, 0};
+    poll(&fd, 1, delay * 1000);
+  }
+  return NULL;
+}
+
+static void *listener_main(void *arg) {
+  sb_httpd_t *s = arg;
+  int64_t last = s->last_seq;
+  sb_error_t err;
+  sb_db_t *db = listener_connect(s);
+  /* Anything committed between start-up and LISTEN is read now. */
+  if (db && fetch_events(s, db, &last, &err) != 0) sb_warn("events", "%s", err.msg);
+  while (db && !atomic_load(&s->stopping)) {
+    struct pollfd fds[2] = {{PQsocket(db->conn), POLLIN, 0}, {s->listener_stop_fd, POLLIN, 0}};
+    int n = poll(fds, 2, 1000);
+    if (n < 0 && errno != EINTR) break;
+    if (fds[1].revents) break;
+    bool fetch = n == 0; /* once a second anyway: a lost notification loses nothing */
+    if (fds[0].revents) {
+      if (!PQconsumeInput(db->conn)) {
+        sb_warn("events", "the event connection broke: %s", PQerrorMessage(db->conn));
+        sb_db_free(db);
+        db = listener_connect(s);
+        sb_auth_forget(NULL); /* revocations may have been missed */
+        fetch = true;
+        if (!db) break;
+      }
+      PGnotify *nt;
+      while ((nt = PQnotifies(db->conn))) {
+        if (strcmp(nt->relname, "sb_tokens") == 0) sb_auth_forget(nt->extra);
+        else fetch = true;
+        PQfreemem(nt);
+      }
+    }
+    if (fetch && fetch_events(s, db, &last, &err) != 0) {
+      sb_warn("events", "reading new events: %s", err.msg);
+      if (PQstatus(db->conn) != CONNECTION_OK) {
+        sb_db_free(db);
+        db = listener_connect(s);
+      }
+    }
+  }
+  sb_db_free(db);
+  return NULL;
+}
+
+/* ---- HTTP ----------------------------------------------------------------------------------- */
+
+static const char *mime_of(const char *path) {
+  const char *dot = strrchr(path, '.');
+  if (!dot) return "application/octet-stream";
+  static const char *const map[][2] = {
+      {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},   {".json", "application/json"},
+      {".svg", "image/svg+xml"},             {".png", "image/png"},
+      {".ico", "image/x-icon"},              {".txt", "text/plain; charset=utf-8"},
+  };
+  for (size_t i = 0; i < SB_ARRAY_LEN(map); i++)
+    if (strcmp(dot, map[i][0]) == 0) return map[i][1];
+  return "application/octet-stream";
+}
+
+/* Serves a file of the dashboard directory; >0 when lws took over, 0 when not found. */
+static int serve_static(struct lws *wsi, const char *path) {
+  if (strstr(path, "..") || strchr(path, '\\')) return 0;
+  const char *rel = strcmp(path, "/") == 0 ? "/index.html" : path;
+  char *file = sb_xasprintf("%s%s", sb_config()->dashboard_dir, rel);
+  struct stat st;
+  int rc = 0;
+  if (stat(file, &st) == 0 && S_ISREG(st.st_mode)) {
+    int n = lws_serve_http_file(wsi, file, mime_of(file), NULL, 0);
+    rc = n < 0 ? -1 : 1;
+  }
+  free(file);
+  return rc;
+}
+
+static const char *method_name(struct lws *wsi) {
+  char *uri;
+  int len;
+  switch (lws_http_get_uri_and_method(wsi, &uri, &len)) {
+  case LWSHUMETH_GET: return "GET";
+  case LWSHUMETH_POST: return "POST";
+  case LWSHUMETH_DELETE: return "DELETE";
+  case LWSHUMETH_PUT: return "PUT";
+  case LWSHUMETH_PATCH: return "PATCH";
+  case LWSHUMETH_OPTIONS: return "OPTIONS";
+  case LWSHUMETH_HEAD: return "HEAD";
+  default: return "OTHER";
+  }
+}
+
+/* Reads method, path, query, token and content type of the request on wsi. */
+static void read_request(struct lws *wsi, const char *path, sb_api_request_t *req) {
+  snprintf(req->method, sizeof req->method, "%s", method_name(wsi));
+  snprintf(req->path, sizeof req->path, "%s", path);
+  size_t q = 0;
+  char frag[512];
+  for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) > 0; i++) {
+    int n = snprintf(req->query + q, sizeof req->query - q, "%s%s", q ? "&" : "", frag);
+    if (n < 0 || (size_t)n >= sizeof req->query - q) break;
+    q += (size_t)n;
+  }
+  char auth[256] = "";
+  if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
+      strncasecmp(auth, "Bearer ", 7) == 0)
+    snprintf(req->token, sizeof req->token, "%s", auth + 7);
+  explicit_bzero(auth, sizeof auth);
+  lws_hdr_copy(wsi, req->content_type, sizeof req->content_type, WSI_TOKEN_HTTP_CONTENT_TYPE);
+}
+
+static void submit_http(sb_httpd_t *s, http_session_t *hs) {
+  work_t *w = sb_xcalloc(1, sizeof *w);
+  w->kind = WORK_HTTP;
+  w->session = hs;
+  w->req = hs->req;
+  w->started_ns = hs->started_ns;
+  memset(&hs->req, 0, sizeof hs->req); /* the body moved to the work */
+  hs->submitted = true;
+  s->http_inflight++;
+  hand_to_workers(s, w);
+}
+
+static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs) {
+  work_t *w = hs->answer;
+  sb_api_response_t *r = &w->resp;
+  unsigned char head[LWS_PRE + 1024], *start = head + LWS_PRE, *p = start, *end = head + sizeof head - 1;
+  if (lws_add_http_common_headers(wsi, (unsigned int)r->status,
+                                  r->content_type ? r->content_type : "application/json",
+                                  (lws_filepos_t)r->len, &p, end) ||
+      (r->location[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"location:",
+                                                     (const unsigned char *)r->location,
+                                                     (int)strlen(r->location), &p, end)) ||
+      lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                  (const unsigned char *)"no-store", 8, &p, end) ||
+      lws_finalize_write_http_header(wsi, start, &p, end))
+    return -1;
+  if (r->len) memcpy(ensure(&s->batch, r->len + 1), r->body, r->len);
+  if (r->len && lws_write(wsi, s->batch.p + LWS_PRE, r->len, LWS_WRITE_HTTP_FINAL) < (int)r->len)
+    return -1;
+  sb_metrics_http(r->route, w->req.method, r->status,
+                  (double)(sb_now_ns() - w->started_ns) / 1e9);
+  work_free(w);
+  hs->answer = NULL;
+  free(hs);
+  lws_set_wsi_user(wsi, NULL);
+  return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* ---- the protocol callback ---------------------------------------------------------------- */
+
+/* Per-connection data libwebsockets allocates: a pointer to our own session. */
+typedef struct pss {
+  http_session_t *http;
+  ws_session_t *ws;
+} pss_t;
+
+static void ws_session_release(sb_httpd_t *s, ws_session_t *ws) {
+  if (ws->inflight > 0) return; /* freed when the last work item comes back */
+  for (int i = 0; i < ws->nout; i++) free(ws->outbox[i]);
+  PQclear(ws->replay_rows);
+  subs_clear(ws);
+  free(ws->subs);
+  free(ws->rx);
+  free(ws);
+  (void)s;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len) {
+  sb_httpd_t *s = lws_context_user(lws_get_context(wsi));
+  pss_t *pss = user;
+  switch (reason) {
+  case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
+    /* Woken by a worker or the listener: take their results. */
+    for (work_t *w = queue_take_all(&s->done), *next; w; w = next) {
+      next = w->next;
+      deliver(s, w);
+    }
+    pthread_mutex_lock(&s->incoming_mu);
+    arrival_t *a = s->incoming;
+    s->incoming = NULL;
+    pthread_mutex_unlock(&s->incoming_mu);
+    bool any = false;
+    for (arrival_t *next; a; a = next) {
+      next = a->next;
+      for (int i = 0; i < a->n; i++)
+        if (a->events[i].seq > s->last_seq) ring_append(s, &a->events[i]), any = true;
+        else free(a->events[i].json);
+      free(a->events);
+      free(a);
+    }
+    if (any)
+      for (ws_session_t *ws = s->sessions; ws; ws = ws->next)
+        if (ws->streaming && !ws->replaying) lws_callback_on_writable(ws->wsi);
+    if (atomic_load(&s->stopping) && !s->closing_all) {
+      s->closing_all = true;
+      /* New requests are answered 503 and new websockets refused from now on (see
+       * LWS_CALLBACK_HTTP and FILTER_PROTOCOL_CONNECTION). lws_context_deprecate() would
+       * close the listening socket, but crashes in libwebsockets 4.1 when called here. */
+      for (ws_session_t *ws = s->sessions; ws; ws = ws->next) ws_close(ws, 1001, "server shutting down");
+    }
+    break;
+  }
+
+  case LWS_CALLBACK_HTTP: {
+    const char *path = in ? (const char *)in : "/";
+    if (atomic_load(&s->stopping)) {
+      lws_return_http_status(wsi, 503, "shutting down");
+      return -1;
+    }
+    http_session_t *hs = sb_xcalloc(1, sizeof *hs);
+    hs->wsi = wsi;
+    hs->started_ns = sb_now_ns();
+    pss->http = hs;
+    read_request(wsi, path, &hs->req);
+    bool api = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/healthz") == 0 ||
+               strcmp(path, "/metrics") == 0;
+    if (!api && strcmp(hs->req.method, "GET") == 0) {
+      int r = serve_static(wsi, path);
+      if (r != 0) {
+        pss->http = NULL;
+        sb_metrics_http(SB_ROUTE_STATIC, "GET", r > 0 ? 200 : 500,
+                        (double)(sb_now_ns() - hs->started_ns) / 1e9);
+        free(hs);
+        return r < 0 ? -1 : 0;
+      }
+    }
+    bool has_body = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 ||
+                    lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    if (!has_body) submit_http(s, hs);
+    return 0; /* the body, if any, comes in LWS_CALLBACK_HTTP_BODY */
+  }
+
+  case LWS_CALLBACK_HTTP_BODY: {
+    http_session_t *hs = pss->http;
+    if (!hs) return -1;
+    sb_api_request_t *req = &hs->req;
+    if (req->body_len + len > SB_API_MAX_BODY) {
+      req->body_too_large = true; /* keep reading, answer 413 at the end */
+      return 0;
+    }
+    req->body = sb_xrealloc(req->body, req->body_len + len + 1);
+    memcpy(req->body + req->body_len, in, len);
+    req->body_len += len;
+    req->body[req->body_len] = '\0';
+    return 0;
+  }
+
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    if (!pss->http) return -1;
+    submit_http(s, pss->http);
+    return 0;
+
+  case LWS_CALLBACK_HTTP_WRITEABLE:
+    if (!pss->http || !pss->http->answer) return 0;
+    {
+      http_session_t *hs = pss->http;
+      pss->http = NULL;
+      return http_write_answer(s, wsi, hs);
+    }
+
+  case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+  case LWS_CALLBACK_CLOSED_HTTP:
+    if (pss && pss->http) {
+      http_session_t *hs = pss->http;
+      pss->http = NULL;
+      if (hs->answer) {
+        work_free(hs->answer);
+        free(hs);
+      } else if (hs->submitted) {
+        hs->dead = true; /* a worker has it; deliver() frees it */
+      } else {
+        free(hs->req.body);
+        free(hs);
+      }
+    }
+    break;
+
+  case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+    char uri[128] = "";
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) < 0 || strcmp(uri, "/v1/events") != 0)
+      return 1; /* websockets are at /v1/events only */
+    if (atomic_load(&s->stopping)) return 1;
+    break;
+  }
+
+  case LWS_CALLBACK_ESTABLISHED: {
+    ws_session_t *ws = sb_xcalloc(1, sizeof *ws);
+    ws->wsi = wsi;
+    ws->connected_at = time(NULL);
+    pss->ws = ws;
+    ws->next = s->sessions;
+    if (s->sessions) s->sessions->prev = ws;
+    s->sessions = ws;
+    s->nsessions++;
+    sb_metrics_ws_clients(1);
+    /* A token in the header or the query authenticates at once. */
+    char auth[256] = "", q[256] = "";
+    if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
+        strncasecmp(auth, "Bearer ", 7) == 0)
+      request_auth(s, ws, auth + 7);
+    else if (lws_get_urlarg_by_name(wsi, "access_token=", q, sizeof q))
+      request_auth(s, ws, q);
+    explicit_bzero(auth, sizeof auth);
+    explicit_bzero(q, sizeof q);
+    lws_set_timer_usecs(wsi, AUTH_TIMEOUT_S * LWS_USEC_PER_SEC);
+    break;
+  }
+
+  case LWS_CALLBACK_TIMER:
+    if (pss && pss->ws && !pss->ws->authed && !pss->ws->auth_pending)
+      ws_close(pss->ws, 4401, "not authenticated");
+    break;
+
+  case LWS_CALLBACK_RECEIVE: {
+    ws_session_t *ws = pss->ws;
+    if (!ws) return -1;
+    if (lws_is_first_fragment(wsi)) {
+      ws->rxlen = 0;
+      ws->rx_too_big = false;
+    }
+    if (ws->rxlen + len > SB_API_MAX_BODY) ws->rx_too_big = true;
+    if (!ws->rx_too_big) {
+      if (ws->rxlen + len + 1 > ws->rxcap) {
+        /* Most messages are small: grow as needed, up to the limit. */
+        ws->rxcap = ws->rxlen + len + 1 < 512 ? 512 : 2 * (ws->rxlen + len + 1);
+        ws->rx = sb_xrealloc(ws->rx, ws->rxcap);
+      }
+      memcpy(ws->rx + ws->rxlen, in, len);
+      ws->rxlen += len;
+    }
+    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi)) break;
+    if (ws->rx_too_big) ws_error(s, ws, "bad_message", NULL, "messages are at most %d bytes", SB_API_MAX_BODY);
+    else handle_message(s, ws, ws->rx, ws->rxlen);
+    break;
+  }
+
+  case LWS_CALLBACK_SERVER_WRITEABLE:
+    if (!pss->ws) return -1;
+    return ws_writable(s, pss->ws);
+
+  case LWS_CALLBACK_CLOSED: {
+    ws_session_t *ws = pss->ws;
+    if (!ws) break;
+    pss->ws = NULL;
+    if (ws->prev) ws->prev->next = ws->next;
+    else s->sessions = ws->next;
+    if (ws->next) ws->next->prev = ws->prev;
+    s->nsessions--;
+    sb_metrics_ws_clients(-1);
+    ws->dead = true;
+    ws_session_release(s, ws);
+    break;
+  }
+
+  default:
+    break;
+  }
+  return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", callback, sizeof(pss_t), 4096, 0, NULL, 0},
+    {"solobase.events.v1", callback, sizeof(pss_t), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* Pings idle websockets every 30 s, hangs up after 60 s without an answer. */
+static const lws_retry_bo_t keepalive = {
+    .secs_since_valid_ping = 30,
+    .secs_since_valid_hangup = 60,
+};
+
+static void *loop_main(void *arg) {
+  sb_httpd_t *s = arg;
+  uint64_t stop_started = 0;
+  while (!atomic_load(&s->stopped)) {
+    if (lws_service(s->ctx, 0) < 0) break;
+    if (atomic_load(&s->stopping)) {
+      if (!stop_started) stop_started = sb_now_ns();
+      /* Done when the requests in flight are answered and websockets closed, or after
+       * 10 seconds whatever is left. */
+      if ((s->http_inflight == 0 && s->nsessions == 0) ||
+          sb_now_ns() - stop_started > 10000000000ull)
+        break;
+    }
+  }
+  return NULL;
+}
+
+static void engine_stats(void *ud, sb_metrics_extra_t *x) {
+  sb_engine_stats_t st;
+  sb_engine_stats(ud, &st);
+  x->jobs_done = st.jobs_done;
+  x->jobs_retried = st.jobs_retried;
+  x->jobs_failed = st.jobs_dead;
+  x->leader = st.leader;
+  x->policy_reloads = st.policy_reloads;
+}
+
+static void lws_log_to_ours(int level, const char *line) {
+  size_t n = strlen(line);
+  while (n && line[n - 1] == '\n') n--;
+  if (level & LLL_ERR) sb_error("lws", "%.*s", (int)n, line);
+  else if (level & LLL_WARN) sb_warn("lws", "%.*s", (int)n, line);
+}
+
+sb_httpd_t *sb_httpd_start(sb_engine_t *engine, sb_error_t *err) {
+  sb_httpd_t *s = sb_xcalloc(1, sizeof *s);
+  s->engine = engine;
+  s->shared.db_url = sb_engine_db_url(engine);
+  s->shared.policies = sb_engine_policies(engine);
+  s->shared.keys = sb_engine_keys(engine);
+  s->shared.engine_stats = engine_stats;
+  s->shared.engine_ud = engine;
+  queue_init(&s->todo);
+  queue_init(&s->done);
+  pthread_mutex_init(&s->incoming_mu, NULL);
+  s->listener_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  s->L = luaL_newstate();
+  luaL_openlibs(s->L);
+  sb_lua_json_open(s->L);
+  ensure(&s->batch, BATCH_BYTES + 1024);
+
+  /* Where the stream starts: the newest event now. */
+  sb_db_t *db = sb_db_connect(s->shared.db_url, NULL, "solobase server", err);
+  if (!db) goto fail;
+  PGresult *res = sb_db_query(db, "SELECT coalesce(max(seq), 0) FROM instance_events", 0, NULL, err);
+  sb_db_free(db);
+  if (!res) goto fail;
+  s->last_seq = s->ring_floor = atoll(PQgetvalue(res, 0, 0));
+  PQclear(res);
+
+  char host[256];
+  snprintf(host, sizeof host, "%s", sb_config()->listen);
+  char *colon = strrchr(host, ':');
+  if (!colon) {
+    sb_error_set(err, "listen must be HOST:PORT, got '%s'", sb_config()->listen);
+    goto fail;
+  }
+  *colon = '\0';
+  lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.port = atoi(colon + 1);
+  info.iface = host[0] ? host : NULL;
+  info.protocols = protocols;
+  info.user = s;
+  info.retry_and_idle_policy = &keepalive;
+  info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+  info.keepalive_timeout = 60;
+  info.timeout_secs = 30;
+  info.fd_limit_per_thread = 8192;
+  s->ctx = lws_create_context(&info);
+  if (!s->ctx) {
+    sb_error_set(err, "cannot listen on %s (in use, or not an address of this machine)", sb_config()->listen);
+    goto fail;
+  }
+  struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
+  s->port = vh ? lws_get_vhost_listen_port(vh) : info.port;
+  s->nworkers = (int)sb_config()->api_workers;
+  s->workers = sb_xcalloc((size_t)s->nworkers, sizeof *s->workers);
+  for (int i = 0; i < s->nworkers; i++) pthread_create(&s->workers[i], NULL, worker_main, s);
+  pthread_create(&s->listener_thread, NULL, listener_main, s);
+  pthread_create(&s->loop_thread, NULL, loop_main, s);
+  sb_info("server", "listening on http://%s:%d (%d API workers; events at /v1/events)",
+          host[0] ? host : "*", s->port, s->nworkers);
+  return s;
+fail:
+  if (s->L) lua_close(s->L);
+  free(s->batch.p);
+  close(s->listener_stop_fd);
+  free(s);
+  return NULL;
+}
+
+int sb_httpd_port(const sb_httpd_t *s) { return s->port; }
+
+void sb_httpd_stop(sb_httpd_t *s) {
+  if (!s) return;
+  atomic_store(&s->stopping, true);
+  lws_cancel_service(s->ctx);
+  pthread_join(s->loop_thread, NULL);
+  atomic_store(&s->stopped, true);
+  uint64_t one = 1;
+  ssize_t r = write(s->listener_stop_fd, &one, sizeof one);
+  (void)r;
+  pthread_mutex_lock(&s->todo.mu);
+  pthread_cond_broadcast(&s->todo.cv);
+  pthread_mutex_unlock(&s->todo.mu);
+  for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i], NULL);
+  pthread_join(s->listener_thread, NULL);
+  lws_context_destroy(s->ctx);
+  for (work_t *w = queue_take_all(&s->todo), *n; w; w = n) n = w->next, work_free(w);
+  for (work_t *w = queue_take_all(&s->done), *n; w; w = n) n = w->next, work_free(w);
+  for (arrival_t *a = s->incoming, *n; a; a = n) {
+    n = a->next;
+    for (int i = 0; i < a->n; i++) free(a->events[i].json);
+    free(a->events);
+    free(a);
+  }
+  for (uint64_t p = oldest_pos(s); p < s->head; p++) free(at(s, p)->json);
+  lua_close(s->L);
+  free(s->batch.p);
+  free(s->all_batch.p);
+  free(s->workers);
+  close(s->listener_stop_fd);
+  free(s);
+  sb_info("server", "stopped");
+}

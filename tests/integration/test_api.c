@@ -1,0 +1,954 @@
+/*
+ * test_api.c: `solobase serve`'s HTTP API and websocket event stream, end to end: real
+ * engine processes on a management database of the test's own, real HTTP (libcurl) and
+ * websocket (libwebsockets) clients.
+ *
+ *   http          every route, as operator and customers: create (202, Location, job),
+ *                 get, list with pagination, suspend, resume, delete, servers, plans,
+ *                 events, healthz, metrics; bad input (malformed JSON, unknown fields,
+ *                 wrong types, unknown plan, wrong media type, oversized body, taken
+ *                 subdomain) answered 4xx with a stable code and nothing changed;
+ *                 revoked and expired tokens refused.
+ *   isolation     a customer token can neither read nor subscribe to another user's
+ *                 instances or events (HTTP and websocket), and row-level security
+ *                 refuses the rows even to a query without a WHERE.
+ *   two engines   an event written by one engine (an API request), by SQL (a script),
+ *                 reaches a subscriber of another engine process.
+ *   resume        reconnect with last_id: exactly the missed events, in order, then
+ *                 `replayed`, then live ones, while events keep being written; from
+ *                 memory and from the database (older than the ring); resume_too_old
+ *                 after archiving.
+ *   malformed     bad websocket messages get errors and the connection stays usable;
+ *                 invalid UTF-8 closes only that connection (1007); garbage HTTP gets a
+ *                 400; the engine keeps running.
+ *   slow client   a client that never reads does not delay the others.
+ *   shutdown      SIGTERM closes websockets with 1001 and the engine exits 0.
+ */
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <cmocka.h>
+
+#include "auth.h"
+#include "config.h"
+#include "engine.h"
+#include "fleet.h"
+#include "luaconv.h"
+#include "sbtest.h"
+#include "sbtest_net.h"
+#include "util.h"
+
+#define MAX_ENGINES 2
+
+static char work[64];
+static char *dbname, *url;
+static sb_db_t *db;
+static pid_t engines[MAX_ENGINES];
+static int ports[MAX_ENGINES];
+static int engine_log_seq;
+static lua_State *J; /* decodes JSON answers */
+
+/* Users and tokens every test has. */
+static char op_id[37], ada_id[37], bob_id[37];
+static char op_token[64], ada_token[64], bob_token[64];
+
+/* ---- engines ---------------------------------------------------------------------- */
+
+static void dump_logs(void) {
+  char *cmd = sb_xasprintf("tail -n 40 %s/engine-*.log >&2", work);
+  if (system(cmd) != 0) fprintf(stderr, "(no engine logs)\n");
+  free(cmd);
+}
+
+static void start_engine(int i) {
+  char log[128];
+  snprintf(log, sizeof log, "%s/engine-%d.log", work, engine_log_seq++);
+  ports[i] = sbt_free_port();
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setenv("DATABASE_URL", url, 1);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", ports[i]);
+    setenv("SOLOBASE_LISTEN", listen, 1);
+    setenv("SOLOBASE_WORKERS", "2", 1);
+    setenv("SOLOBASE_API_WORKERS", "2", 1);
+    setenv("SOLOBASE_LOG_LEVEL", "info", 1);
+    execl(getenv("SOLOBASE_BIN"), "solobase", "serve", (char *)NULL);
+    _exit(127);
+  }
+  engines[i] = pid;
+  /* Ready when /healthz answers 200. */
+  for (int t = 0; t < 300; t++) {
+    long status;
+    free(sbt_http(ports[i], "GET", "/healthz", NULL, NULL, NULL, &status));
+    if (status == 200) return;
+    usleep(50000);
+  }
+  dump_logs();
+  fail_msg("engine %d did not become ready", i);
+}
+
+/* Stops an engine with sig; its exit status. */
+static int stop_engine(int i, int sig) {
+  if (engines[i] <= 0) return 0;
+  kill(engines[i], sig);
+  int status = 0;
+  waitpid(engines[i], &status, 0);
+  engines[i] = 0;
+  return status;
+}
+
+static bool engine_alive(int i) {
+  int status;
+  return engines[i] > 0 && waitpid(engines[i], &status, WNOHANG) == 0;
+}
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static char *scalar(const char *sql, int n, const char *const *p) { return sbtest_scalar(db, sql, n, p); }
+
+static long long scalar_ll(const char *sql, int n, const char *const *p) {
+  char *v = scalar(sql, n, p);
+  long long x = atoll(v);
+  free(v);
+  return x;
+}
+
+static long long max_seq(void) {
+  return scalar_ll("SELECT coalesce(max(seq), 0) FROM instance_events", 0, NULL);
+}
+
+/* An HTTP request; the body is decoded onto J's stack top (nil when not JSON). */
+static long http(int engine, const char *method, const char *path, const char *token,
+                 const char *body) {
+  long status;
+  char *text = sbt_http(ports[engine], method, path, token, NULL, body, &status);
+  lua_settop(J, 0);
+  sb_error_t err;
+  if (sb_lua_json_decode(J, text, strlen(text), &err) != 0) lua_pushnil(J);
+  free(text);
+  return status;
+}
+
+/* A string field at a dotted path of the table on top of J ("" when absent). */
+static const char *field(const char *path) {
+  static char out[512];
+  lua_pushvalue(J, -1);
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
+    if (!lua_istable(J, -1)) break;
+    char *end;
+    long idx = strtol(k, &end, 10);
+    if (*end == '\0') lua_rawgeti(J, -1, idx);
+    else lua_getfield(J, -1, k);
+    lua_remove(J, -2);
+  }
+  out[0] = '\0';
+  if (lua_type(J, -1) == LUA_TSTRING || lua_type(J, -1) == LUA_TNUMBER)
+    snprintf(out, sizeof out, "%s", lua_tostring(J, -1));
+  lua_pop(J, 1);
+  return out;
+}
+
+#define ASSERT_HTTP(expect_status, expect_code, engine, method, path, token, body)            \
+  do {                                                                                       \
+    long got_ = http(engine, method, path, token, body);                                     \
+    if (got_ != (expect_status) || strcmp(field("error.code"), expect_code) != 0)            \
+      fail_msg("%s %s: expected %d %s, got %ld %s (%s)", method, path, expect_status,        \
+               expect_code, got_, field("error.code"), field("error.message"));              \
+  } while (0)
+
+static void make_user(const char *email, const char *role, char *id, char *token) {
+  sb_error_t err;
+  if (sb_user_create(db, email, NULL, role, NULL, id, &err) != 0) fail_msg("%s", err.msg);
+  if (sb_token_create(db, email, role, "test", NULL, token, NULL, &err) != 0) fail_msg("%s", err.msg);
+}
+
+/* An instance row without provisioning (for event tests); its id into id. */
+static void fake_instance(const char *user, const char *sub, char *id) {
+  const char *p[] = {user, sub};
+  char *v = scalar("INSERT INTO instances (user_id, name, subdomain, status, status_reason) "
+                   "VALUES ($1, $2, $2, 'failed', 'test') RETURNING id",
+                   2, p);
+  snprintf(id, 37, "%s", v);
+  free(v);
+}
+
+/* n events of type for (user, instance) (either may be NULL), in one transaction. */
+static void insert_events(const char *type, const char *user, const char *instance, int n) {
+  char count[16];
+  snprintf(count, sizeof count, "%d", n);
+  const char *p[] = {type, user, instance, count};
+  PQclear(sbtest_query(db,
+                       "INSERT INTO instance_events (event_type, user_id, instance_id, description) "
+                       "SELECT $1, $2::uuid, $3::uuid, 'test ' || g FROM generate_series(1, $4::int) g",
+                       4, p));
+}
+
+/* What a websocket client collected: event ids and their user ids, other messages. */
+typedef struct got {
+  int64_t *ids;
+  char (*users)[37];
+  int n, cap;
+  int replayed, errors, too_old, overflow;
+  int64_t replayed_last;
+  char last_error[128];
+} got_t;
+
+static void got_free(got_t *g) {
+  free(g->ids);
+  free(g->users);
+  memset(g, 0, sizeof *g);
+}
+
+/* Reads one message into g; false on timeout. */
+static bool collect_one(sbt_ws_t *c, got_t *g, int timeout_ms) {
+  char *m = sbt_ws_recv(c, timeout_ms);
+  if (!m) return false;
+  lua_settop(J, 0);
+  sb_error_t err;
+  if (sb_lua_json_decode(J, m, strlen(m), &err) != 0) fail_msg("not JSON: %.200s", m);
+  free(m);
+  const char *type = field("type");
+  if (strcmp(type, "events") == 0) {
+    lua_getfield(J, -1, "events");
+    int n = (int)lua_rawlen(J, -1);
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(J, -1, i);
+      if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 256;
+        g->ids = sb_xrealloc(g->ids, (size_t)g->cap * sizeof *g->ids);
+        g->users = sb_xrealloc(g->users, (size_t)g->cap * sizeof *g->users);
+      }
+      g->ids[g->n] = atoll(field("id"));
+      snprintf(g->users[g->n], 37, "%s", field("user_id"));
+      g->n++;
+      lua_pop(J, 1);
+    }
+    lua_pop(J, 1);
+  } else if (strcmp(type, "replayed") == 0) {
+    g->replayed++;
+    g->replayed_last = atoll(field("last_id"));
+  } else if (strcmp(type, "error") == 0) {
+    g->errors++;
+    snprintf(g->last_error, sizeof g->last_error, "%s", field("code"));
+  } else if (strcmp(type, "resume_too_old") == 0) {
+    g->too_old++;
+  } else if (strcmp(type, "overflow") == 0) {
+    g->overflow++;
+  }
+  return true;
+}
+
+/* Reads until g holds `want` events (or timeout_ms without a message). */
+static void collect(sbt_ws_t *c, got_t *g, int want, int timeout_ms) {
+  while (g->n < want && collect_one(c, g, timeout_ms)) {
+  }
+}
+
+/* The seqs of every test event (type test.*) after `after` (up to `upto`, 0: no bound)
+ * visible to user (NULL: all), from the database, for comparing with what a client
+ * subscribed to test.* got. (The engine writes events of its own meanwhile: its
+ * capacity check opens a shared server when it starts.) */
+static int64_t *expected_ids(int64_t after, int64_t upto, const char *user, int *n) {
+  char a[32], u[32];
+  snprintf(a, sizeof a, "%lld", (long long)after);
+  snprintf(u, sizeof u, "%lld", (long long)(upto ? upto : INT64_MAX));
+  const char *p[] = {a, u, user};
+  PGresult *res = sbtest_query(db,
+                               "SELECT seq FROM instance_events WHERE seq > $1::bigint AND "
+                               "seq <= $2::bigint AND ($3::uuid IS NULL OR user_id = $3::uuid) "
+                               "AND event_type LIKE 'test.%' "
+                               "ORDER BY seq",
+                               3, p);
+  *n = PQntuples(res);
+  int64_t *ids = sb_xcalloc((size_t)*n + 1, sizeof *ids);
+  for (int i = 0; i < *n; i++) ids[i] = atoll(PQgetvalue(res, i, 0));
+  PQclear(res);
+  return ids;
+}
+
+static void assert_exactly(const got_t *g, int64_t after, int64_t upto, const char *user) {
+  int n;
+  int64_t *want = expected_ids(after, upto, user, &n);
+  int i = 0;
+  for (; i < n && i < g->n; i++)
+    if (g->ids[i] != want[i])
+      fail_msg("event %d: got id %lld, expected %lld (after %lld)", i, (long long)g->ids[i],
+               (long long)want[i], (long long)after);
+  if (g->n != n) fail_msg("got %d events, expected %d (after %lld)", g->n, n, (long long)after);
+  free(want);
+}
+
+static sbt_ws_t *ws_connect(int engine, const char *token) {
+  sbt_ws_t *c = sbt_ws_connect(ports[engine], "/v1/events", token, NULL);
+  if (!c) fail_msg("cannot connect a websocket to engine %d", engine);
+  if (token) {
+    char *m = sbt_ws_recv_type(c, "authenticated", 5000);
+    if (!m) fail_msg("no authenticated message");
+    free(m);
+  }
+  return c;
+}
+
+/* Subscribes and waits for `subscribed` (or the error, returned as its code). */
+static const char *subscribe(sbt_ws_t *c, const char *json) {
+  static char code[64];
+  sbt_ws_send(c, json, -1);
+  for (;;) {
+    char *m = sbt_ws_recv(c, 5000);
+    if (!m) fail_msg("no answer to %s", json);
+    bool ok = strstr(m, "\"type\":\"subscribed\"") != NULL;
+    bool error = strstr(m, "\"type\":\"error\"") != NULL;
+    if (error) {
+      lua_settop(J, 0);
+      sb_error_t err;
+      sb_lua_json_decode(J, m, strlen(m), &err);
+      snprintf(code, sizeof code, "%s", field("code"));
+    }
+    free(m);
+    if (ok) return "";
+    if (error) return code;
+  }
+}
+
+/* ---- setup ------------------------------------------------------------------------- */
+
+static int setup(void **state) {
+  (void)state;
+  sbtest_init();
+  snprintf(work, sizeof work, "/tmp/sbtest-api-XXXXXX");
+  assert_non_null(mkdtemp(work));
+  chmod(work, 0755);
+  J = luaL_newstate();
+  sb_lua_json_open(J);
+  signal(SIGPIPE, SIG_IGN);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  lua_close(J);
+  char *cmd = sb_xasprintf("rm -rf %s", work);
+  if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", work);
+  free(cmd);
+  return 0;
+}
+
+static int before(void **state) {
+  (void)state;
+  db = sbtest_db_create("test_api", true, &dbname);
+  url = sbtest_url(dbname);
+  free(sb_config()->database_url);
+  sb_config()->database_url = sb_xstrdup(url);
+  PQclear(sbtest_query(db, "UPDATE plans SET max_instances = 100", 0, NULL));
+  make_user("op@example.com", "operator", op_id, op_token);
+  make_user("ada@example.com", "customer", ada_id, ada_token);
+  make_user("bob@example.com", "customer", bob_id, bob_token);
+  start_engine(0);
+  return 0;
+}
+
+/* Stops the engines and destroys every server they made, whatever happened. */
+static int after(void **state) {
+  (void)state;
+  for (int i = 0; i < MAX_ENGINES; i++) stop_engine(i, SIGTERM);
+  sb_error_t err;
+  sb_fleet_driver_t *driver = sb_fleet_driver_open(&err);
+  PGresult *res = sbtest_query(db, "SELECT rds_instance_id FROM shared_rds_instances", 0, NULL);
+  for (int i = 0; driver && i < PQntuples(res); i++) {
+    sb_server_t srv = {0};
+    snprintf(srv.name, sizeof srv.name, "%s", PQgetvalue(res, i, 0));
+    srv.pooler = true;
+    if (driver->server_destroy(driver, &srv, &err) != 0)
+      fprintf(stderr, "destroying %s: %s\n", srv.name, err.msg);
+  }
+  PQclear(res);
+  if (driver) driver->free(driver);
+  sb_db_free(db);
+  sbtest_db_drop(dbname);
+  free(dbname);
+  free(url);
+  return 0;
+}
+
+/* ---- HTTP ---------------------------------------------------------------------------- */
+
+static long long count_instances(void) { return scalar_ll("SELECT count(*) FROM instances", 0, NULL); }
+
+static void wait_status(const char *id, const char *status, int seconds) {
+  char path[128];
+  snprintf(path, sizeof path, "/v1/instances/%s", id);
+  for (int i = 0; i < seconds * 10; i++) {
+    if (http(0, "GET", path, op_token, NULL) == 200 && strcmp(field("instance.status"), status) == 0)
+      return;
+    usleep(100000);
+  }
+  dump_logs();
+  fail_msg("instance %s never became %s (is %s)", id, status, field("instance.status"));
+}
+
+static void test_http_api(void **state) {
+  (void)state;
+  /* healthz and metrics need no token. */
+  assert_int_equal(http(0, "GET", "/healthz", NULL, NULL), 200);
+  assert_string_equal(field("status"), "ok");
+  assert_string_equal(field("checks.database"), "ok");
+  long status;
+  char *metrics = sbt_http(ports[0], "GET", "/metrics", NULL, NULL, NULL, &status);
+  assert_int_equal(status, 200);
+  const char *names[] = {"solobase_http_requests_total{", "solobase_http_request_duration_seconds_bucket{",
+                         "solobase_jobs{status=\"queued\"}", "solobase_websocket_clients ",
+                         "solobase_policy_decisions_total ", "solobase_policy_errors_total ",
+                         "solobase_policy_reloads_total ", "solobase_engine_leader "};
+  for (size_t i = 0; i < SB_ARRAY_LEN(names); i++)
+    if (!strstr(metrics, names[i])) fail_msg("/metrics lacks %s", names[i]);
+  free(metrics);
+
+  /* Tokens. */
+  ASSERT_HTTP(401, "unauthorized", 0, "GET", "/v1/plans", NULL, NULL);
+  ASSERT_HTTP(401, "unauthorized", 0, "GET", "/v1/plans", "sbt_0000000000000000000000000000000000000000", NULL);
+  assert_int_equal(http(0, "GET", "/v1/plans", ada_token, NULL), 200);
+  lua_getfield(J, -1, "plans");
+  assert_int_equal(lua_rawlen(J, -1), 5);
+  lua_pop(J, 1);
+  ASSERT_HTTP(404, "not_found", 0, "GET", "/v1/nothing", ada_token, NULL);
+  ASSERT_HTTP(405, "method_not_allowed", 0, "PUT", "/v1/instances", ada_token, NULL);
+
+  /* Create: 202 with the instance, its job and a Location. */
+  long long before_count = count_instances();
+  assert_int_equal(http(0, "POST", "/v1/instances", ada_token,
+                        "{\"plan\": \"starter\", \"name\": \"Ada's app\", \"subdomain\": \"ada-app\"}"),
+                   202);
+  char ada_instance[37];
+  snprintf(ada_instance, sizeof ada_instance, "%s", field("instance.id"));
+  assert_string_equal(field("instance.user_id"), ada_id);
+  assert_string_equal(field("instance.plan"), "starter");
+  assert_string_equal(field("job.kind"), "instance.provision");
+  const char *st = field("instance.status");
+  if (strcmp(st, "requested") != 0 && strcmp(st, "provisioning") != 0 && strcmp(st, "active") != 0)
+    fail_msg("a new instance is %s", st);
+  assert_int_equal(count_instances(), before_count + 1);
+
+  /* Bad input: a 4xx with a stable code, and nothing changes. */
+  before_count = count_instances();
+  ASSERT_HTTP(409, "conflict", 0, "POST", "/v1/instances", ada_token,
+              "{\"plan\": \"starter\", \"name\": \"x\", \"subdomain\": \"ada-app\"}");
+  ASSERT_HTTP(400, "bad_request", 0, "POST", "/v1/instances", ada_token, "{\"plan\": \"starter\",");
+  ASSERT_HTTP(400, "bad_request", 0, "POST", "/v1/instances", ada_token, "[1, 2]");
+  ASSERT_HTTP(400, "unknown_field", 0, "POST", "/v1/instances", ada_token,
+              "{\"plan\": \"starter\", \"name\": \"x\", \"subdomain\": \"x1\", \"tier\": \"dedicated\"}");
+  ASSERT_HTTP(400, "invalid_field", 0, "POST", "/v1/instances", ada_token,
+              "{\"plan\": 7, \"name\": \"x\", \"subdomain\": \"x1\"}");
+  ASSERT_HTTP(400, "invalid_field", 0, "POST", "/v1/instances", ada_token,
+              "{\"plan\": \"starter\", \"subdomain\": \"x1\"}");
+  ASSERT_HTTP(400, "invalid_field", 0, "POST", "/v1/instances", ada_token,
+              "{\"plan\": \"platinum\", \"name\": \"x\", \"subdomain\": \"x1\"}");
+  ASSERT_HTTP(400, "invalid_field", 0, "POST", "/v1/instances", ada_token,
+              "{\"plan\": \"starter\", \"name\": \"x\", \"subdomain\": \"Not A Subdomain\"}");
+  free(sbt_http(ports[0], "POST", "/v1/instances", ada_token, "text/plain",
+                "{\"plan\": \"starter\", \"name\": \"x\", \"subdomain\": \"x1\"}", &status));
+  assert_int_equal(status, 415);
+  char *big = sb_xmalloc(100 * 1024);
+  memset(big, ' ', 100 * 1024 - 1);
+  big[0] = '{';
+  big[100 * 1024 - 2] = '}';
+  big[100 * 1024 - 1] = '\0';
+  ASSERT_HTTP(413, "payload_too_large", 0, "POST", "/v1/instances", ada_token, big);
+  free(big);
+  char body[256];
+  snprintf(body, sizeof body,
+           "{\"plan\": \"starter\", \"name\": \"x\", \"subdomain\": \"x1\", \"user_id\": \"%s\"}", ada_id);
+  ASSERT_HTTP(403, "forbidden", 0, "POST", "/v1/instances", bob_token, body);
+  assert_int_equal(count_instances(), before_count);
+  /* The plan's limit, decided by the provisioning policy. */
+  PQclear(sbtest_query(db, "UPDATE plans SET max_instances = 1 WHERE code = 'hobby'", 0, NULL));
+  assert_int_equal(http(0, "POST", "/v1/instances", bob_token,
+                        "{\"plan\": \"hobby\", \"name\": \"b1\", \"subdomain\": \"bob-1\"}"),
+                   202);
+  char bob_instance[37];
+  snprintf(bob_instance, sizeof bob_instance, "%s", field("instance.id"));
+  ASSERT_HTTP(403, "refused", 0, "POST", "/v1/instances", bob_token,
+              "{\"plan\": \"hobby\", \"name\": \"b2\", \"subdomain\": \"bob-2\"}");
+  assert_int_equal(count_instances(), before_count + 1);
+
+  wait_status(ada_instance, "active", 60);
+  wait_status(bob_instance, "active", 60);
+
+  /* Get and list. */
+  char path[160];
+  snprintf(path, sizeof path, "/v1/instances/%s", ada_instance);
+  assert_int_equal(http(0, "GET", path, ada_token, NULL), 200);
+  assert_string_equal(field("instance.subdomain"), "ada-app");
+  assert_string_equal(field("instance.database_password_enc"), "");
+  ASSERT_HTTP(404, "not_found", 0, "GET", "/v1/instances/not-a-uuid", ada_token, NULL);
+  for (int i = 0; i < 4; i++) {
+    snprintf(body, sizeof body, "{\"plan\": \"starter\", \"name\": \"p%d\", \"subdomain\": \"ada-p%d\"}", i, i);
+    assert_int_equal(http(0, "POST", "/v1/instances", ada_token, body), 202);
+  }
+  /* Pages of 2, newest first, every instance of Ada's once. */
+  char cursor[256] = "";
+  int seen = 0;
+  for (int page = 0; page < 10; page++) {
+    snprintf(path, sizeof path, "/v1/instances?limit=2%s%s", cursor[0] ? "&cursor=" : "", cursor);
+    assert_int_equal(http(0, "GET", path, ada_token, NULL), 200);
+    lua_getfield(J, -1, "instances");
+    int n = (int)lua_rawlen(J, -1);
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(J, -1, i);
+      assert_string_equal(field("user_id"), ada_id);
+      lua_pop(J, 1);
+    }
+    lua_pop(J, 1);
+    seen += n;
+    snprintf(cursor, sizeof cursor, "%s", field("next_cursor"));
+    if (!cursor[0]) break;
+  }
+  assert_int_equal(seen, 5);
+  ASSERT_HTTP(400, "bad_request", 0, "GET", "/v1/instances?limit=0", ada_token, NULL);
+  ASSERT_HTTP(400, "bad_request", 0, "GET", "/v1/instances?limit=1000", ada_token, NULL);
+  assert_int_equal(http(0, "GET", "/v1/instances?status=active&limit=200", op_token, NULL), 200);
+
+  /* Events of an instance. */
+  snprintf(path, sizeof path, "/v1/instances/%s/events", ada_instance);
+  assert_int_equal(http(0, "GET", path, ada_token, NULL), 200);
+  assert_string_equal(field("events.1.type"), "created");
+
+  /* Servers: operators only. */
+  ASSERT_HTTP(403, "forbidden", 0, "GET", "/v1/servers", ada_token, NULL);
+  assert_int_equal(http(0, "GET", "/v1/servers", op_token, NULL), 200);
+  assert_string_equal(field("servers.1.tier"), "shared");
+
+  /* Suspend and resume: operators only. */
+  snprintf(path, sizeof path, "/v1/instances/%s/suspend", ada_instance);
+  ASSERT_HTTP(403, "forbidden", 0, "POST", path, ada_token, NULL);
+  assert_int_equal(http(0, "POST", path, op_token, "{\"reason\": \"payment_overdue\"}"), 202);
+  wait_status(ada_instance, "suspended", 30);
+  ASSERT_HTTP(409, "conflict", 0, "POST", path, op_token, NULL);
+  snprintf(path, sizeof path, "/v1/instances/%s/resume", ada_instance);
+  assert_int_equal(http(0, "POST", path, op_token, NULL), 202);
+  wait_status(ada_instance, "active", 30);
+
+  /* Delete. */
+  snprintf(path, sizeof path, "/v1/instances/%s", ada_instance);
+  assert_int_equal(http(0, "DELETE", path, ada_token, NULL), 202);
+  assert_string_equal(field("job.kind"), "instance.deprovision");
+  wait_status(ada_instance, "deleted", 60);
+
+  /* A revoked token stops working at once, though it was cached. */
+  char tok[64], tok_id[37];
+  sb_error_t err;
+  assert_int_equal(sb_token_create(db, "ada@example.com", "customer", "short", NULL, tok, tok_id, &err), 0);
+  assert_int_equal(http(0, "GET", "/v1/plans", tok, NULL), 200);
+  assert_int_equal(sb_token_revoke(db, tok_id, &err), 0);
+  bool refused = false;
+  for (int i = 0; i < 20 && !refused; i++) {
+    refused = http(0, "GET", "/v1/plans", tok, NULL) == 401;
+    if (!refused) usleep(50000);
+  }
+  assert_true(refused);
+  /* An expired token is refused. */
+  assert_int_equal(sb_token_create(db, "ada@example.com", "customer", "old", "1h", tok, tok_id, &err), 0);
+  const char *p[] = {tok_id};
+  PQclear(sbtest_query(db, "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1", 1, p));
+  ASSERT_HTTP(401, "unauthorized", 0, "GET", "/v1/plans", tok, NULL);
+  /* A customer may not get an operator token. */
+  assert_int_not_equal(sb_token_create(db, "ada@example.com", "operator", "x", NULL, tok, NULL, &err), 0);
+  assert_true(engine_alive(0));
+}
+
+/* ---- isolation --------------------------------------------------------------------------- */
+
+static void test_customer_isolation(void **state) {
+  (void)state;
+  char ada_inst[37], bob_inst[37];
+  fake_instance(ada_id, "ada-iso", ada_inst);
+  fake_instance(bob_id, "bob-iso", bob_inst);
+  insert_events("test.mine", ada_id, ada_inst, 3);
+
+  /* HTTP: Bob sees none of Ada's. */
+  char path[160];
+  snprintf(path, sizeof path, "/v1/instances/%s", ada_inst);
+  ASSERT_HTTP(404, "not_found", 0, "GET", path, bob_token, NULL);
+  ASSERT_HTTP(404, "not_found", 0, "DELETE", path, bob_token, NULL);
+  snprintf(path, sizeof path, "/v1/instances/%s/events", ada_inst);
+  ASSERT_HTTP(404, "not_found", 0, "GET", path, bob_token, NULL);
+  assert_int_equal(http(0, "GET", "/v1/instances", bob_token, NULL), 200);
+  lua_getfield(J, -1, "instances");
+  assert_int_equal(lua_rawlen(J, -1), 1);
+  lua_pop(J, 1);
+  assert_string_equal(field("instances.1.id"), bob_inst);
+  snprintf(path, sizeof path, "/v1/instances?user_id=%s", ada_id);
+  ASSERT_HTTP(403, "forbidden", 0, "GET", path, bob_token, NULL);
+  assert_int_equal(scalar_ll("SELECT count(*) FROM instances WHERE id = $1 AND status = 'failed'",
+                             1, (const char *[]){ada_inst}), 1);
+
+  /* Row-level security: even a query that forgets its WHERE sees only Bob's rows. */
+  const char *bp[] = {bob_id};
+  PQclear(sbtest_query(db, "BEGIN", 0, NULL));
+  PQclear(sbtest_query(db, "SELECT set_config('role', 'sb_api_customer', true), "
+                           "set_config('sb.user_id', $1, true)", 1, bp));
+  char *rows = scalar("SELECT count(*) || '/' || count(*) FILTER (WHERE user_id = "
+                      "current_setting('sb.user_id')::uuid) FROM instances", 0, NULL);
+  char *evs = scalar("SELECT count(*) FROM instance_events WHERE user_id <> "
+                     "current_setting('sb.user_id')::uuid OR user_id IS NULL", 0, NULL);
+  const char *denied = sbtest_error_state(db, "SELECT count(*) FROM jobs", 0, NULL);
+  char state_copy[8];
+  snprintf(state_copy, sizeof state_copy, "%s", denied);
+  PQclear(sbtest_query(db, "ROLLBACK", 0, NULL));
+  assert_string_equal(rows, "1/1");
+  assert_string_equal(evs, "0");
+  assert_string_equal(state_copy, "42501");
+  free(rows);
+  free(evs);
+
+  /* Websocket: Bob cannot subscribe to Ada's instance or user, and a subscription to
+   * everything carries only Bob's events. */
+  sbt_ws_t *c = ws_connect(0, bob_token);
+  char msg[256];
+  snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"id\":\"a\",\"filter\":{\"instance_id\":\"%s\"}}", ada_inst);
+  assert_string_equal(subscribe(c, msg), "not_found");
+  snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"id\":\"b\",\"filter\":{\"user_id\":\"%s\"}}", ada_id);
+  assert_string_equal(subscribe(c, msg), "forbidden");
+  snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"id\":\"c\",\"filter\":{\"instance_id\":\"%s\"}}", bob_inst);
+  assert_string_equal(subscribe(c, msg), "");
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"all\"}"), "");
+  int64_t from = max_seq();
+  insert_events("test.ada", ada_id, ada_inst, 5);
+  insert_events("server.test", NULL, NULL, 5);
+  insert_events("test.bob", bob_id, bob_inst, 5);
+  got_t g = {0};
+  collect(c, &g, 5, 3000);
+  collect_one(c, &g, 500); /* anything more would be a leak */
+  for (int i = 0; i < g.n; i++) assert_string_equal(g.users[i], bob_id);
+  assert_exactly(&g, from, 0, bob_id);
+  got_free(&g);
+  sbt_ws_free(c);
+
+  /* Resuming from 0, with Bob's events pushed out of the memory ring by 9,000 of
+   * Ada's, replays from the database: still only Bob's, and not "too old" though Bob's
+   * first event is not the oldest kept. */
+  insert_events("test.ada", ada_id, ada_inst, 9000);
+  c = ws_connect(0, bob_token);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"all\",\"last_id\":0}"), "");
+  collect(c, &g, 5, 3000);
+  while (!g.replayed && collect_one(c, &g, 2000)) {
+  }
+  assert_int_equal(g.replayed, 1);
+  assert_int_equal(g.too_old, 0);
+  assert_exactly(&g, 0, 0, bob_id);
+  got_free(&g);
+  sbt_ws_free(c);
+}
+
+/* ---- two engines --------------------------------------------------------------------------- */
+
+static void test_two_engines(void **state) {
+  (void)state;
+  start_engine(1);
+  /* Authenticated by its first message (as browsers do), on engine 1. */
+  sbt_ws_t *c = sbt_ws_connect(ports[1], "/v1/events", NULL, NULL);
+  assert_non_null(c);
+  sbt_ws_send(c, "{\"type\":\"subscribe\",\"id\":\"x\"}", -1);
+  char *m = sbt_ws_recv_type(c, "error", 3000);
+  assert_non_null(m);
+  assert_non_null(strstr(m, "unauthorized"));
+  free(m);
+  char auth[128];
+  snprintf(auth, sizeof auth, "{\"type\":\"auth\",\"token\":\"%s\"}", op_token);
+  sbt_ws_send(c, auth, -1);
+  /* Sent right behind auth: read after the token is checked, not refused. */
+  sbt_ws_send(c, "{\"type\":\"subscribe\",\"id\":\"all\",\"filter\":{\"types\":[\"created\",\"test.*\"]}}", -1);
+  m = sbt_ws_recv_type(c, "subscribed", 5000);
+  assert_non_null(m);
+  free(m);
+  sbt_ws_send(c, "{\"type\":\"ping\"}", -1);
+  m = sbt_ws_recv_type(c, "pong", 3000);
+  assert_non_null(m);
+  free(m);
+
+  /* An API request served by engine 0 ... */
+  int64_t from = max_seq();
+  assert_int_equal(http(0, "POST", "/v1/instances", ada_token,
+                        "{\"plan\": \"starter\", \"name\": \"e\", \"subdomain\": \"two-engines\"}"),
+                   202);
+  char inst[37];
+  snprintf(inst, sizeof inst, "%s", field("instance.id"));
+  /* ... and a script's SQL, straight into the database. */
+  char mine[37];
+  fake_instance(ada_id, "script-made", mine);
+  insert_events("test.script", ada_id, mine, 1);
+  got_t g = {0};
+  collect(c, &g, 2, 5000);
+  assert_int_equal(g.n, 2);
+  const char *p[] = {inst};
+  char *created = scalar("SELECT seq FROM instance_events WHERE instance_id = $1 AND event_type = 'created'", 1, p);
+  assert_int_equal(g.ids[0], atoll(created));
+  assert_true(g.ids[0] > from && g.ids[1] > g.ids[0]);
+  free(created);
+  got_free(&g);
+  sbt_ws_free(c);
+}
+
+/* ---- resume --------------------------------------------------------------------------------- */
+
+typedef struct writer {
+  volatile bool stop;
+  int batches;
+  char user[37], inst[37];
+} writer_t;
+
+static void *write_events(void *arg) {
+  writer_t *w = arg;
+  sb_error_t err;
+  sb_db_t *conn = sb_db_connect(url, NULL, "test writer", &err);
+  assert_non_null(conn);
+  while (!w->stop) {
+    const char *p[] = {w->user, w->inst};
+    PGresult *res = sb_db_query(conn,
+                                "INSERT INTO instance_events (event_type, user_id, instance_id) "
+                                "SELECT 'test.live', $1::uuid, $2::uuid FROM generate_series(1, 3)",
+                                2, p, &err);
+    if (!res) fail_msg("%s", err.msg);
+    PQclear(res);
+    w->batches++;
+    usleep(2000);
+  }
+  sb_db_free(conn);
+  return NULL;
+}
+
+static void test_resume(void **state) {
+  (void)state;
+  char inst[37];
+  fake_instance(ada_id, "resume", inst);
+  insert_events("test.before", ada_id, inst, 50);
+  int64_t start = max_seq();
+
+  /* A client sees 50 events, keeps the id of the 20th, and goes away. */
+  sbt_ws_t *c = ws_connect(0, ada_token);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  insert_events("test.seen", ada_id, inst, 50);
+  got_t g = {0};
+  collect(c, &g, 50, 5000);
+  assert_exactly(&g, start, 0, ada_id);
+  int64_t kept = g.ids[19];
+  got_free(&g);
+  sbt_ws_free(c);
+
+  /* While it is away, and while it resumes, events keep coming (a writer thread). */
+  insert_events("test.missed", ada_id, inst, 30);
+  writer_t w = {.stop = false};
+  snprintf(w.user, sizeof w.user, "%s", ada_id);
+  snprintf(w.inst, sizeof w.inst, "%s", inst);
+  pthread_t t;
+  pthread_create(&t, NULL, write_events, &w);
+  usleep(100000);
+  c = ws_connect(0, ada_token);
+  char msg[128];
+  snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"id\":\"s\",\"last_id\":%lld}", (long long)kept);
+  assert_string_equal(subscribe(c, msg), "");
+  while (!g.replayed && collect_one(c, &g, 3000)) {
+  }
+  assert_int_equal(g.replayed, 1);
+  usleep(300000);
+  w.stop = true;
+  pthread_join(t, NULL);
+  int64_t end = max_seq();
+  int want;
+  free(expected_ids(kept, end, ada_id, &want));
+  collect(c, &g, want, 3000);
+  /* Exactly everything after the kept id: the replay, then live, no gap, no duplicate. */
+  assert_true(w.batches > 5);
+  assert_exactly(&g, kept, end, ada_id);
+  got_free(&g);
+  sbt_ws_free(c);
+
+  /* Older than the ring (8192 events in memory): read from the database in pages. */
+  int64_t old = max_seq();
+  insert_events("test.bulk", ada_id, inst, 10000);
+  c = ws_connect(0, op_token);
+  snprintf(msg, sizeof msg,
+           "{\"type\":\"subscribe\",\"id\":\"s\",\"filter\":{\"types\":[\"test.*\"]},\"last_id\":%lld}",
+           (long long)old);
+  assert_string_equal(subscribe(c, msg), "");
+  collect(c, &g, 10000, 5000);
+  assert_exactly(&g, old, 0, NULL);
+  got_free(&g);
+  sbt_ws_free(c);
+
+  /* After archiving, a resume from before the oldest kept event is told so. */
+  char cut[32];
+  snprintf(cut, sizeof cut, "%lld", (long long)start);
+  const char *p[] = {cut};
+  PQclear(sbtest_query(db, "DELETE FROM instance_events WHERE seq <= $1::bigint + 10", 1, p));
+  c = ws_connect(0, op_token);
+  snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"id\":\"s\",\"last_id\":%lld}", (long long)start);
+  assert_string_equal(subscribe(c, msg), "");
+  while (!g.too_old && collect_one(c, &g, 3000)) {
+  }
+  assert_int_equal(g.too_old, 1);
+  assert_int_equal(g.n, 0);
+  got_free(&g);
+  sbt_ws_free(c);
+}
+
+/* ---- malformed input --------------------------------------------------------------------- */
+
+static void expect_error(sbt_ws_t *c, const char *send, long len, const char *code) {
+  sbt_ws_send(c, send, len);
+  char *m = sbt_ws_recv(c, 3000);
+  if (!m) fail_msg("no answer to %.60s", send);
+  lua_settop(J, 0);
+  sb_error_t err;
+  assert_int_equal(sb_lua_json_decode(J, m, strlen(m), &err), 0);
+  if (strcmp(field("type"), "error") != 0 || strcmp(field("code"), code) != 0)
+    fail_msg("sent %.60s: expected error %s, got %s", send, code, m);
+  free(m);
+}
+
+static void test_malformed(void **state) {
+  (void)state;
+  sbt_ws_t *c = ws_connect(0, op_token);
+  expect_error(c, "not json", -1, "bad_message");
+  expect_error(c, "[1,2,3]", -1, "bad_message");
+  expect_error(c, "{\"type\": 12}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"dance\"}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"subscribe\"}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"subscribe\",\"id\":\"x\",\"filter\":\"all\"}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"subscribe\",\"id\":\"x\",\"filter\":{\"instance_id\":5}}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"subscribe\",\"id\":\"x\",\"filter\":{\"colour\":\"red\"}}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"subscribe\",\"id\":\"x\",\"last_id\":-4}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"subscribe\",\"id\":\"x\",\"last_id\":\"7\"}", -1, "bad_message");
+  expect_error(c, "{\"type\":\"unsubscribe\",\"id\":\"nope\"}", -1, "unknown_subscription");
+  expect_error(c, "{\"type\":\"auth\",\"token\":\"again\"}", -1, "bad_message");
+  char *big = sb_xmalloc(80 * 1024);
+  memset(big, 'x', 80 * 1024);
+  expect_error(c, big, 80 * 1024, "bad_message");
+  free(big);
+  /* Still usable. */
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"ok\"}"), "");
+  sbt_ws_send(c, "{\"type\":\"unsubscribe\",\"id\":\"ok\"}", -1);
+  char *m = sbt_ws_recv_type(c, "unsubscribed", 3000);
+  assert_non_null(m);
+  free(m);
+
+  /* A bad token on the upgrade is refused in the stream, and the 10 s auth deadline is
+   * not needed to find out. */
+  sbt_ws_t *bad = sbt_ws_connect(ports[0], "/v1/events", "sbt_nope", NULL);
+  assert_non_null(bad);
+  m = sbt_ws_recv_type(bad, "error", 3000);
+  assert_non_null(m);
+  assert_non_null(strstr(m, "unauthorized"));
+  free(m);
+  sbt_ws_free(bad);
+
+  /* Invalid UTF-8 in a text frame is a protocol violation: that connection closes
+   * (1007), the others go on. */
+  sbt_ws_t *v = ws_connect(0, op_token);
+  sbt_ws_send(v, "{\"type\":\"ping\",\"x\":\"\xff\xfe\"}", -1);
+  assert_int_equal(sbt_ws_wait_closed(v, 3000), 1007);
+  sbt_ws_free(v);
+  sbt_ws_send(c, "{\"type\":\"ping\"}", -1);
+  m = sbt_ws_recv_type(c, "pong", 3000);
+  assert_non_null(m);
+  free(m);
+  sbt_ws_free(c);
+
+  /* Websockets elsewhere than /v1/events are refused. */
+  int st = 0;
+  assert_null(sbt_ws_connect(ports[0], "/elsewhere", op_token, &st));
+
+  /* Garbage HTTP. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ports[0])};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  const char junk[] = "BLORP /\x01\x02 HTTP/9.9\r\nthis is: not\r\n\r\n";
+  assert_true(write(fd, junk, sizeof junk - 1) > 0);
+  char buf[256] = "";
+  struct timeval tv = {3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n > 0 && (strncmp(buf, "HTTP/1.", 7) != 0 || buf[9] != '4')) fail_msg("garbage got: %.60s", buf);
+  assert_true(engine_alive(0));
+  assert_int_equal(http(0, "GET", "/healthz", NULL, NULL), 200);
+}
+
+/* ---- a client that never reads ------------------------------------------------------------- */
+
+static void test_slow_client(void **state) {
+  (void)state;
+  sbt_ws_t *stuck = ws_connect(0, op_token);
+  assert_string_equal(subscribe(stuck, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  sbt_ws_stop_reading(stuck);
+  sbt_ws_t *c = ws_connect(0, op_token);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\",\"filter\":{\"types\":[\"test.*\"]}}"), "");
+  int64_t from = max_seq();
+  /* Enough events (with long descriptions) to fill the stuck client's socket buffers
+   * many times over. */
+  uint64_t t0 = sb_now_ns();
+  for (int i = 0; i < 20; i++)
+    PQclear(sbtest_query(db,
+                         "INSERT INTO instance_events (event_type, description) "
+                         "SELECT 'test.load', repeat('x', 2000) FROM generate_series(1, 1000)",
+                         0, NULL));
+  got_t g = {0};
+  collect(c, &g, 20000, 5000);
+  double secs = (double)(sb_now_ns() - t0) / 1e9;
+  assert_exactly(&g, from, 0, NULL);
+  got_free(&g);
+  /* The reader got its 20,000 events (40 MB) promptly, whatever the stuck one did. */
+  if (secs > 20) fail_msg("the reading client needed %.1f s", secs);
+  assert_int_equal(http(0, "GET", "/healthz", NULL, NULL), 200);
+  sbt_ws_free(c);
+  sbt_ws_free(stuck);
+}
+
+/* ---- graceful shutdown ---------------------------------------------------------------------- */
+
+static void test_shutdown(void **state) {
+  (void)state;
+  sbt_ws_t *c = ws_connect(0, op_token);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  kill(engines[0], SIGTERM);
+  assert_int_equal(sbt_ws_wait_closed(c, 10000), 1001);
+  int status = stop_engine(0, 0);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  sbt_ws_free(c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_http_api, before, after),
+      cmocka_unit_test_setup_teardown(test_customer_isolation, before, after),
+      cmocka_unit_test_setup_teardown(test_two_engines, before, after),
+      cmocka_unit_test_setup_teardown(test_resume, before, after),
+      cmocka_unit_test_setup_teardown(test_malformed, before, after),
+      cmocka_unit_test_setup_teardown(test_slow_client, before, after),
+      cmocka_unit_test_setup_teardown(test_shutdown, before, after),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
