@@ -80,10 +80,11 @@ INSERT INTO schedules (name, job_kind, interval_seconds) VALUES ('jobs_cleanup',
 
 -- Waking job workers. Every committed event is announced on sb_events (001), and the
 -- websocket side needs all of them, but job workers need only those that came with a
--- job: inserting into jobs marks the transaction (the setting sb.jobs_queued), and the
--- event sequencer then announces `SEQ j` instead of `SEQ`. Jobs queued without an event
--- (sb.fleet.enqueue, the scheduler) are announced on sb_jobs by core/jobs.c. So a
--- stream of events that queue nothing costs the workers nothing.
+-- job: queueing a job (or making a waiting one ready) marks the transaction (the
+-- setting sb.jobs_queued), and the event sequencer then announces `SEQ j` instead of
+-- `SEQ`. Jobs queued without an event (sb.fleet.enqueue, the scheduler) are announced
+-- on sb_jobs by core/jobs.c. So a stream of events that queue nothing costs the
+-- workers nothing.
 CREATE FUNCTION sb_jobs_mark_queued() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -93,6 +94,10 @@ END
 $$;
 CREATE TRIGGER jobs_mark_queued AFTER INSERT ON jobs
   FOR EACH STATEMENT EXECUTE FUNCTION sb_jobs_mark_queued();
+-- A job made ready again (a server that became active lets waiting requests retry).
+CREATE TRIGGER jobs_mark_ready AFTER UPDATE ON jobs
+  FOR EACH ROW WHEN (NEW.status = 'queued' AND NEW.run_at <= now())
+  EXECUTE FUNCTION sb_jobs_mark_queued();
 
 CREATE OR REPLACE FUNCTION sb_instance_events_sequence() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -69,6 +69,7 @@ static pid_t start_engine(void) {
     char *pol = sb_xasprintf("%s/policies", work);
     setenv("SOLOBASE_POLICIES_DIR", pol, 1);
     setenv("SOLOBASE_WORKERS", "4", 1);
+    setenv("SOLOBASE_LISTEN", "127.0.0.1:0", 1); /* two engines: a free port each */
     setenv("SOLOBASE_HEALTH_CHECK_INTERVAL", "2", 1);
     setenv("SOLOBASE_LOG_LEVEL", "info", 1);
     execl(getenv("SOLOBASE_BIN"), "solobase", "serve", (char *)NULL);
