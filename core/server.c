@@ -131,6 +131,7 @@ static void work_free(work_t *w) {
   PQclear(w->rows);
   free(w->check.sub.types);
   explicit_bzero(w->token, sizeof w->token);
+  explicit_bzero(w->req.token, sizeof w->req.token);
   free(w);
 }
 
