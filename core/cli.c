@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,9 +27,17 @@ int sb_cli_usage_error(const char *command, const char *fmt, ...) {
   va_start(ap, fmt);
   fputs("solobase: ", stderr);
   vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see `solobase %s --help`)\n", command);
+  fprintf(stderr, " (see `solobase %s%s--help`)\n", command, *command ? " " : "");
   va_end(ap);
   return SB_EXIT_USAGE;
+}
+
+int sb_cli_bad_option(const char *command, char **argv) {
+  /* opterr is 0 (main), so getopt printed nothing: name the option here, once. */
+  const char *arg = optind > 0 ? argv[optind - 1] : "";
+  if (strncmp(arg, "--", 2) != 0 && optopt > ' ' && optopt < 127)
+    return sb_cli_usage_error(command, "bad or incomplete option '-%c'", optopt);
+  return sb_cli_usage_error(command, "bad or incomplete option '%s'", arg);
 }
 
 int sb_cli_wants_help(int argc, char **argv) {

@@ -28,6 +28,9 @@ int sb_cli_fail_err(const sb_error_t *err);
 /* Prints "solobase: message" and a pointer to --help; returns SB_EXIT_USAGE. */
 int sb_cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* After getopt_long returned '?' or ':': names the offending option in one usage line
+ * and returns SB_EXIT_USAGE. */
+int sb_cli_bad_option(const char *command, char **argv);
 /* True for -h or --help anywhere before "--". */
 int sb_cli_wants_help(int argc, char **argv);
 /* Runs the subcommand of a command group (argv[1]) from table. */

@@ -28,7 +28,9 @@ static int no_options(int argc, char **argv, const char *help) {
       fputs(help, stdout);
       return SB_EXIT_OK;
     }
-    return sb_cli_usage_error("db", "bad option for `db %s`", argv[0]);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "db %s", argv[0]);
+    return sb_cli_bad_option(cmd, argv);
   }
   if (optind < argc) return sb_cli_usage_error("db", "unexpected argument '%s'", argv[optind]);
   return -1;

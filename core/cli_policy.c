@@ -34,7 +34,9 @@ static int help_only(int argc, char **argv, const char *help, int min_args, int 
       fputs(help, stdout);
       return SB_EXIT_OK;
     }
-    return sb_cli_usage_error("policy", "bad option for `policy %s`", argv[0]);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "policy %s", argv[0]);
+    return sb_cli_bad_option(cmd, argv);
   }
   int n = argc - optind;
   if (n < min_args || n > max_args)

@@ -46,7 +46,7 @@ int sb_cmd_run(int argc, char **argv) {
             stdout);
       return SB_EXIT_OK;
     } else {
-      return sb_cli_usage_error("run", "bad option");
+      return sb_cli_bad_option("run", argv);
     }
   }
   if (optind >= argc) return sb_cli_usage_error("run", "which script?");

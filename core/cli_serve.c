@@ -93,7 +93,7 @@ static int parse(int argc, char **argv, const char *cmd, const char *help) {
         return sb_cli_fail_err(&err);
       continue;
     }
-    return sb_cli_usage_error(cmd, "bad option");
+    return sb_cli_bad_option(cmd, argv);
   }
   if (optind < argc) return sb_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
   return -1;

@@ -53,6 +53,7 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  opterr = 0; /* every command reports a bad option itself, in one line */
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'}, {"data-dir", required_argument, NULL, 'D'},
       {"set", required_argument, NULL, 's'},    {"verbose", no_argument, NULL, 'v'},
@@ -74,7 +75,7 @@ int main(int argc, char **argv) {
     case 'q': level = "warn"; break;
     case 'V': return cmd_version(0, NULL);
     case 'h': usage(stdout); return SB_EXIT_OK;
-    default: usage(stderr); return SB_EXIT_USAGE;
+    default: return sb_cli_bad_option("", argv);
     }
   }
   if (optind >= argc) {

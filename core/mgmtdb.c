@@ -240,7 +240,10 @@ int sb_mgmtdb_create_database(const char *conninfo, bool *created, sb_error_t *e
     PQfreemem(ident);
     int r = sb_db_exec_params(db, sql, 0, NULL, err);
     free(sql);
-    if (r != 0 && strcmp(err->sqlstate, "42P04") != 0) goto done; /* lost a race: fine */
+    /* Lost a race with another `db init`: 42P04 if it had committed, 23505 (on
+     * pg_database's unique name index) if both were creating at once. Both are fine. */
+    if (r != 0 && strcmp(err->sqlstate, "42P04") != 0 && strcmp(err->sqlstate, "23505") != 0)
+      goto done;
     if (r == 0 && created) *created = true;
     if (r == 0) sb_info("mgmtdb", "created database %s", name);
   }

@@ -821,7 +821,7 @@ int sb_cmd_repl(int argc, char **argv) {
             stdout);
       return SB_EXIT_OK;
     } else {
-      return sb_cli_usage_error("repl", "bad option");
+      return sb_cli_bad_option("repl", argv);
     }
   }
   if (optind < argc) return sb_cli_usage_error("repl", "unexpected argument '%s'", argv[optind]);

@@ -70,14 +70,19 @@ expect_eq "$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM schema_migrations
 rm "$WORK/schema/1000_broken.sql"
 unset SOLOBASE_SCHEMA_DIR
 
-# Four migrators at once on a fresh database: each migration applied exactly once.
+# Four `db init && db migrate` at once from nothing: the database is created once (the
+# losers of the CREATE DATABASE race succeed too) and each migration applied exactly once.
 db2=${db}_race
-psql -q "$(base_url postgres)" -c "DROP DATABASE IF EXISTS $db2 WITH (FORCE)" -c "CREATE DATABASE $db2" >/dev/null
+psql -q "$(base_url postgres)" -c "DROP DATABASE IF EXISTS $db2 WITH (FORCE)" >/dev/null
 cleanup_hooks+=("psql -q '$(base_url postgres)' -c 'DROP DATABASE IF EXISTS $db2 WITH (FORCE)' >/dev/null")
 pids=()
-for i in 1 2 3 4; do DATABASE_URL=$(base_url "$db2") "$SB" -q db migrate >"$WORK/race.$i" 2>&1 & pids+=($!); done
+for i in 1 2 3 4; do
+  (export DATABASE_URL=$(base_url "$db2"); "$SB" -q db init && "$SB" -q db migrate) >"$WORK/race.$i" 2>&1 &
+  pids+=($!)
+done
 for p in "${pids[@]}"; do wait "$p" || fail "a concurrent migrate failed: $(cat "$WORK"/race.*)"; done
 expect_eq "$(grep -l '^applied' "$WORK"/race.* | wc -l)" 1 "exactly one migrator applied"
+expect_eq "$(grep -l '^created' "$WORK"/race.* | wc -l)" 1 "exactly one init created the database"
 expect_eq "$(psql -At "$(base_url "$db2")" -c 'SELECT count(*) FROM schema_migrations')" \
   "$(ls "$SRC"/schema/*.sql | wc -l)" "each migration recorded once"
 
@@ -89,6 +94,11 @@ done
 expect_exit 2 "$SB" frobnicate
 expect_exit 2 "$SB" db frobnicate
 expect_exit 2 "$SB" db migrate extra-arg
+for c in "--bogus" "db migrate --bogus" "db status -z" "policy check --bogus" "run -z x.lua"; do
+  expect_exit 2 "$SB" $c
+  expect_eq "$(wc -l <<<"$out")" 1 "bad option of '$c' is one line"
+  expect_contains "$out" "bad or incomplete option" "bad option of '$c' named"
+done
 
 # The embedded cluster: started on first use, stopped by `db stop`, started again.
 unset DATABASE_URL
