@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -90,6 +91,8 @@ struct sb_policy_engine {
   lua_State *L;
   size_t mem_used;
   long used;        /* instructions run by the current call, in HOOK_EVERY steps */
+  bool over_budget; /* the current call ran out of instructions: no pcall may catch it */
+  bool out_of_memory; /* ... or of memory (a caught LUA_ERRMEM re-raised as a string) */
   char where[600];  /* "file:line" last seen by the hook, for memory errors */
   uint64_t generation;
   slot_t slots[SB_POLICY_MAX];
@@ -104,6 +107,7 @@ struct sb_policy_engine {
 
 
 static const char env_mt_key = 'e'; /* registry: metatable of every policy's _ENV */
+static const char string_view_key = 's'; /* registry: the policies' string library */
 
 /* Counts for /metrics. Each engine counts its own calls (one writer, so a relaxed load
  * and store, not a locked add on a shared line, which would cost the hot path more than
@@ -203,6 +207,7 @@ static void on_hook(lua_State *L, lua_Debug *ar) {
   if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
     snprintf(e->where, sizeof e->where, "%s:%d", ar->short_src, ar->currentline);
   if (e->used > e->limits.instruction_budget) {
+    e->over_budget = true; /* and the hook raises again every HOOK_EVERY instructions */
     lua_pushfstring(L, "%s: instruction budget of %d exceeded (an endless loop?)", e->where,
                     (int)e->limits.instruction_budget);
     lua_error(L);
@@ -216,6 +221,7 @@ static void on_hook(lua_State *L, lua_Debug *ar) {
  * call runs (or by the caller, if it never fired). */
 static void reset_limits(sb_policy_engine_t *e) {
   e->used = 0;
+  e->over_budget = e->out_of_memory = false;
   e->where[0] = '\0';
 }
 
@@ -281,9 +287,96 @@ static void push_library(lua_State *L, const char *lib, const char *const *names
   lua_setmetatable(L, -2);
 }
 
+/* pcall and xpcall for policies: like Lua's, but a call that ran out of its instruction
+ * budget or memory stays stopped. Lua's own pcall would hand the budget error to the
+ * policy, which could catch it in a loop and never end. */
+static int finish_protected(lua_State *L, int status, int first) {
+  sb_policy_engine_t *e = engine_of(L);
+  if (status == LUA_ERRMEM) e->out_of_memory = true;
+  if (status != LUA_OK && (e->over_budget || e->out_of_memory)) return lua_error(L);
+  lua_pushboolean(L, status == LUA_OK);
+  lua_replace(L, first);
+  return lua_gettop(L) - first + 1;
+}
+
+static int sandbox_pcall(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushnil(L); /* becomes the status */
+  lua_insert(L, 1);
+  return finish_protected(L, lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0), 1);
+}
+
+static int sandbox_xpcall(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  lua_copy(L, 2, 1); /* the handler at 1, the function at 2 */
+  lua_replace(L, 2);
+  return finish_protected(L, lua_pcall(L, n - 2, LUA_MULTRET, 1), 1); /* status over it */
+}
+
+/* setmetatable without finalizers: Lua runs __gc with hooks off, out of any budget. */
+static int sandbox_setmetatable(lua_State *L) {
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+    return luaL_error(L, "policies may not set __gc finalizers");
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* Pattern matching runs in C, out of reach of the instruction budget, and backtracks:
+ * with q unanchored quantifiers (*, +, -) a subject of n bytes may cost about
+ * n^(q+1) steps. A call whose worst case exceeds PATTERN_MAX_STEPS is refused before it
+ * starts, so no pattern can stall a worker (policies match short strings). */
+#define PATTERN_MAX_STEPS 1e9
+
+static int sandbox_pattern_fn(lua_State *L) {
+  size_t n = 0, plen = 0;
+  const char *subject = lua_tolstring(L, 1, &n);
+  const char *pat = lua_tolstring(L, 2, &plen);
+  bool plain = lua_toboolean(L, 4) && lua_tointeger(L, lua_upvalueindex(2)) == 1;
+  if (subject && pat && !plain) {
+    int q = 0;
+    bool anchored = plen > 0 && pat[0] == '^' && lua_tointeger(L, lua_upvalueindex(2)) != 2;
+    for (size_t i = 0; i < plen; i++) {
+      if (pat[i] == '%') i++;
+      else if (pat[i] == '[') { /* a set: skip to its end */
+        i++;
+        if (i < plen && pat[i] == '^') i++;
+        do {
+          if (i < plen && pat[i] == '%') i++;
+          i++;
+        } while (i < plen && pat[i] != ']');
+      } else if (pat[i] == '*' || pat[i] == '+' || pat[i] == '-') q++;
+    }
+    double steps = pow((double)n + 1, q + (anchored ? 0 : 1));
+    if (q > 0 && steps > PATTERN_MAX_STEPS) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "pattern too costly for a policy (%d repetitions over %zu bytes "
+               "may take ~%.0e steps; the limit is %.0e)", q, n, steps, PATTERN_MAX_STEPS);
+      return luaL_error(L, "%s", msg);
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Replaces string.NAME in the library table on top with the guarded version. kind 1:
+ * find (arg 4 "plain" skips the check), 2: gmatch ('^' is no anchor), 0: the others. */
+static void guard_pattern_fn(lua_State *L, const char *name, int kind) {
+  lua_getfield(L, -1, name);
+  lua_pushinteger(L, kind);
+  lua_pushcclosure(L, sandbox_pattern_fn, 2);
+  lua_setfield(L, -2, name);
+}
+
 static const char *const base_functions[] = {
     "assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget", "rawlen", "select",
-    "tonumber", "tostring", "type", "pcall", "xpcall", "setmetatable", "getmetatable", NULL,
+    "tonumber", "tostring", "type", "getmetatable", NULL,
 };
 static const char *const string_functions[] = {
     "byte", "char", "find", "format", "gmatch", "gsub", "len", "lower", "match", "rep",
@@ -312,11 +405,27 @@ static void build_sandbox(lua_State *L) {
     lua_getglobal(L, *f);
     lua_setfield(L, -2, *f);
   }
+  lua_pushcfunction(L, sandbox_pcall);
+  lua_setfield(L, -2, "pcall");
+  lua_pushcfunction(L, sandbox_xpcall);
+  lua_setfield(L, -2, "xpcall");
+  lua_getglobal(L, "setmetatable");
+  lua_pushcclosure(L, sandbox_setmetatable, 1);
+  lua_setfield(L, -2, "setmetatable");
   lua_getglobal(L, "table");
   lua_getfield(L, -1, "unpack");
   lua_setfield(L, -3, "unpack");
   lua_pop(L, 1);
+  lua_getglobal(L, "string"); /* the pattern functions, guarded (in the real table: the
+                                 policy state's own, which only policies use) */
+  guard_pattern_fn(L, "find", 1);
+  guard_pattern_fn(L, "match", 0);
+  guard_pattern_fn(L, "gmatch", 2);
+  guard_pattern_fn(L, "gsub", 0);
+  lua_pop(L, 1);
   push_library(L, "string", string_functions);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &string_view_key);
   lua_setfield(L, -2, "string");
   push_library(L, "table", table_functions);
   lua_setfield(L, -2, "table");
@@ -346,11 +455,14 @@ static void build_sandbox(lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &env_mt_key);
 
-  /* Strings share one metatable; hide it so no policy can change string methods. */
+  /* Strings share one metatable; hide it so no policy can change string methods, and
+   * let s:method() reach only the policies' string functions (no ("").dump). */
   lua_pushliteral(L, "");
   lua_getmetatable(L, -1);
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &string_view_key);
+  lua_setfield(L, -2, "__index");
   lua_pop(L, 2);
 }
 
@@ -389,7 +501,7 @@ static sb_policy_engine_t *engine_create(sb_policy_registry_t *reg,
 static void format_call_error(sb_policy_engine_t *e, int rc, const char *what,
                               sb_error_t *err) {
   lua_State *L = e->L;
-  if (rc == LUA_ERRMEM)
+  if (rc == LUA_ERRMEM || e->out_of_memory)
     sb_error_set(err, "%s: memory limit of %zu MiB exceeded%s%s", e->where,
                  e->limits.memory_limit >> 20, what ? " in " : "", what ? what : "");
   else

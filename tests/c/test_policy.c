@@ -132,6 +132,15 @@ static const char probe[] =
     "function M.raise_table() error({code = 1}) end\n"                     /* 15 */
     "function M.returns_fn() return math.floor end\n"                      /* 16 */
     "function M.fine(x) return {echo = x.v, t = os.time{year=2026,month=1,day=1,hour=0}} end\n"
+    "function M.pcall_loop() while true do pcall(function() while true do end end) end end\n"
+    "function M.pcall_hog() return {ok = pcall(M.hog)} end\n"                       /* 19 */
+    "function M.xpcall_loop() while true do xpcall(M.loop, tostring) end end\n"   /* 20 */
+    "function M.finalizer() setmetatable({}, {__gc = M.loop}) return {} end\n"   /* 21 */
+    "function M.strdump() return ('').dump(M.fine) end\n"                          /* 22 */
+    "function M.pattern() return {at = ('a'):rep(5000):find(('a*'):rep(30) .. 'b')} end\n"
+    "function M.caught(x) local ok, e = pcall(error, 'x', 0)\n"                     /* 24 */
+    "  local ok2, v = xpcall(function() return x.v end, tostring)\n"
+    "  return {ok = ok, e = e, ok2 = ok2, v = v, m = ('k=v'):match('(%w+)=(%w+)')} end\n"
     "return M\n";
 
 static void expect_error(sb_policy_engine_t *eng, const char *fn, const char *line,
@@ -165,9 +174,26 @@ static void test_sandbox_and_limits(void **state) {
   expect_error(eng, "raise", "probe.lua:14:", "boom");
   expect_error(eng, "raise_table", "probe.lua:15:", "error object is a table");
   expect_error(eng, "returns_fn", "probe.lua:16", "plain data");
+  /* A budget or memory error stays an error through pcall and xpcall. */
+  expect_error(eng, "pcall_loop", "probe.lua:18:", "instruction budget of 1000000 exceeded");
+  expect_error(eng, "pcall_hog", "probe.lua:13:", "memory limit of 16 MiB exceeded");
+  expect_error(eng, "xpcall_loop", "probe.lua:12:", "instruction budget of 1000000 exceeded");
+  /* Finalizers run with hooks off: refused. No dump through the string metatable. A
+   * pattern whose backtracking would run for ages in C is refused before it starts. */
+  expect_error(eng, "finalizer", "probe.lua:21:", "__gc");
+  expect_error(eng, "strdump", "probe.lua:22:", "dump");
+  expect_error(eng, "pattern", "probe.lua:23:", "pattern too costly");
   char *out = NULL;
   assert_int_equal(call_json(eng, "probe", "fine", "{\"v\": 7}", &out, &err), 0);
   assert_non_null(strstr(out, "\"echo\":7"));
+  free(out);
+  /* pcall, xpcall and patterns still work as Lua's for everything else. */
+  assert_int_equal(call_json(eng, "probe", "caught", "{\"v\": 7}", &out, &err), 0);
+  assert_non_null(strstr(out, "\"ok\":false"));
+  assert_non_null(strstr(out, "\"e\":\"x\""));
+  assert_non_null(strstr(out, "\"ok2\":true"));
+  assert_non_null(strstr(out, "\"v\":7"));
+  assert_non_null(strstr(out, "\"m\":\"k\""));
   free(out);
   /* A global set by a call that failed did not stick. */
   expect_error(eng, "global", "probe.lua:8:", "may not set globals");
