@@ -161,6 +161,10 @@ static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const ch
   return stmts[1].result;
 }
 
+/* The user a customer's query names as well ($n::uuid IS NULL OR user_id = $n): NULL
+ * for operators. Row-level security is the second, independent layer. */
+static const char *owner_of(const sb_principal_t *who) { return who->operator ? NULL : who->user_id; }
+
 /* ---- request pieces ------------------------------------------------------------------------ */
 
 /* The value of name in a query string (URL-decoded) into out; false when absent. */
@@ -250,14 +254,7 @@ static bool read_body(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_re
       return false;
     }
     const char *k = lua_tostring(L, -2);
-    size_t klen = strlen(k);
-    bool known = false;
-    for (const char *p = allowed; *p && !known;) {
-      size_t n = strcspn(p, " ");
-      known = n == klen && strncmp(p, k, n) == 0;
-      p += n + (p[n] == ' ');
-    }
-    if (!known) {
+    if (!sb_word_in(allowed, k)) {
       fail(w, resp, 400, "unknown_field", k, "unknown field '%.64s' (this route takes: %s)", k, allowed);
       lua_pop(L, 3);
       return false;
@@ -324,18 +321,18 @@ static bool instance_answer(sb_api_worker_t *w, const sb_principal_t *who, const
     char job_status[16];
     snprintf(job_status, sizeof job_status, "%s", PQntuples(job) ? PQgetvalue(job, 0, 0) : "done");
     PQclear(job);
-    const char *p[] = {id, job_id, job_kind, job_status};
+    const char *p[] = {id, job_id, job_kind, job_status, owner_of(who)};
     res = read_as(w, who,
                   "SELECT json_build_object('instance', " INSTANCE_JSON ", 'job', "
                   "json_build_object('id', $2::uuid, 'kind', $3::text, 'status', $4::text))::text "
-                  "FROM instances i WHERE i.id = $1::uuid",
-                  4, p, &err);
+                  "FROM instances i WHERE i.id = $1::uuid AND ($5::uuid IS NULL OR i.user_id = $5::uuid)",
+                  5, p, &err);
   } else {
-    const char *p[] = {id};
+    const char *p[] = {id, owner_of(who)};
     res = read_as(w, who,
                   "SELECT json_build_object('instance', " INSTANCE_JSON ")::text "
-                  "FROM instances i WHERE i.id = $1::uuid",
-                  1, p, &err);
+                  "FROM instances i WHERE i.id = $1::uuid AND ($2::uuid IS NULL OR i.user_id = $2::uuid)",
+                  2, p, &err);
   }
   if (!res) {
     fail_err(w, resp, &err);
@@ -467,12 +464,13 @@ PGresult *sb_api_events_page(sb_api_worker_t *w, const sb_principal_t *who, int6
   snprintf(a, sizeof a, "%lld", (long long)after);
   snprintf(b, sizeof b, "%lld", (long long)before);
   snprintf(l, sizeof l, "%d", limit);
-  const char *p[] = {a, b, l};
+  const char *p[] = {a, b, l, owner_of(who)};
   PGresult *res = read_as(w, who,
                           "SELECT " SB_EVENT_COLUMNS ", sb_events_oldest() "
                           "FROM instance_events e WHERE e.seq > $1::bigint "
-                          "AND ($2::bigint = 0 OR e.seq < $2::bigint) ORDER BY e.seq LIMIT $3::int",
-                          3, p, err);
+                          "AND ($2::bigint = 0 OR e.seq < $2::bigint) "
+                          "AND ($4::uuid IS NULL OR e.user_id = $4::uuid) ORDER BY e.seq LIMIT $3::int",
+                          4, p, err);
   if (!res) return NULL;
   *oldest = 0;
   if (PQntuples(res) > 0) *oldest = atoll(PQgetvalue(res, 0, 5));
@@ -496,19 +494,20 @@ static void route_events(sb_api_worker_t *w, const sb_principal_t *who, const ch
   char a[32], l[16];
   snprintf(a, sizeof a, "%lld", after);
   snprintf(l, sizeof l, "%lld", limit);
-  const char *p[] = {id, a, l};
+  const char *p[] = {id, a, l, owner_of(who)};
   sb_error_t err;
   PGresult *res = read_as(
       w, who,
-      "SELECT CASE WHEN EXISTS (SELECT 1 FROM instances WHERE id = $1::uuid) THEN "
+      "SELECT CASE WHEN EXISTS (SELECT 1 FROM instances WHERE id = $1::uuid "
+      "AND ($4::uuid IS NULL OR user_id = $4::uuid)) THEN "
       "(SELECT json_build_object('events', coalesce(json_agg(x.j ORDER BY x.seq), '[]'::json))::text "
       " FROM (SELECT e.seq, json_build_object('id', e.seq, 'event_id', e.id, 'type', e.event_type, "
       " 'instance_id', e.instance_id, 'user_id', e.user_id, 'shared_rds_id', e.shared_rds_id, "
       " 'description', e.description, 'payload', e.payload, 'actor', e.actor, 'created_at', "
       " to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS j "
       " FROM instance_events e WHERE e.instance_id = $1::uuid AND e.seq > $2::bigint "
-      " ORDER BY e.seq LIMIT $3::int) x) END",
-      3, p, &err);
+      " AND ($4::uuid IS NULL OR e.user_id = $4::uuid) ORDER BY e.seq LIMIT $3::int) x) END",
+      4, p, &err);
   if (!res) return fail_err(w, resp, &err);
   if (PQgetisnull(res, 0, 0)) {
     PQclear(res);
@@ -556,20 +555,23 @@ static void route_healthz(sb_api_worker_t *w, sb_api_response_t *resp) {
 }
 
 static void route_metrics(sb_api_worker_t *w, sb_api_response_t *resp) {
-  sb_metrics_extra_t x = {-1, -1, -1, -1, 0, 0, 0, 0, 0, 0, false};
+  sb_metrics_extra_t x = {.jobs_queued = -1, .jobs_running = -1, .jobs_succeeded = -1,
+                          .jobs_dead = -1, .jobs_canceled = -1};
   if (w->shared->engine_stats) w->shared->engine_stats(w->shared->engine_ud, &x);
   sb_error_t err;
   if (db_ready(w)) {
     PGresult *res = sb_db_query_prepared(
         w->db,
         "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = "
-        "'running'), count(*) FILTER (WHERE status = 'dead') FROM jobs "
-        "WHERE status IN ('queued', 'running', 'dead')",
+        "'running'), count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE "
+        "status = 'dead'), count(*) FILTER (WHERE status = 'canceled') FROM jobs",
         0, NULL, &err);
     if (res) {
       x.jobs_queued = atol(PQgetvalue(res, 0, 0));
       x.jobs_running = atol(PQgetvalue(res, 0, 1));
-      x.jobs_dead = atol(PQgetvalue(res, 0, 2));
+      x.jobs_succeeded = atol(PQgetvalue(res, 0, 2));
+      x.jobs_dead = atol(PQgetvalue(res, 0, 3));
+      x.jobs_canceled = atol(PQgetvalue(res, 0, 4));
       PQclear(res);
     }
   }
@@ -592,6 +594,16 @@ int sb_api_authenticate(sb_api_worker_t *w, const char *token, sb_principal_t *w
   return sb_auth_check(w->db, token, who, err);
 }
 
+int sb_api_authenticate_digest(sb_api_worker_t *w, const char *sha256_hex, sb_principal_t *who,
+                               sb_error_t *err) {
+  if (!db_ready(w)) {
+    sb_error_set(err, "the database is not reachable");
+    memcpy(err->sqlstate, "08006", 6);
+    return -1;
+  }
+  return sb_auth_check_digest(w->db, sha256_hex, who, err);
+}
+
 int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
                             sb_error_t *err) {
   if (!db_ready(w)) {
@@ -604,8 +616,11 @@ int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const
     memcpy(err->sqlstate, SB_ERR_NOT_FOUND, 6);
     return 0;
   }
-  const char *p[] = {id};
-  PGresult *res = read_as(w, who, "SELECT 1 FROM instances WHERE id = $1::uuid", 1, p, err);
+  const char *p[] = {id, owner_of(who)};
+  PGresult *res = read_as(w, who,
+                          "SELECT 1 FROM instances WHERE id = $1::uuid "
+                          "AND ($2::uuid IS NULL OR user_id = $2::uuid)",
+                          2, p, err);
   if (!res) return -1;
   int n = PQntuples(res);
   PQclear(res);

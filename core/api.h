@@ -4,8 +4,9 @@
  * The libwebsockets thread (core/server.c) parses a request, hands it to a worker and
  * writes the answer back; everything that touches the database, a policy or JSON
  * happens here, on the worker's own connection, policy engine and Lua state. A
- * customer's reads run as the role sb_api_customer with sb.user_id set, so PostgreSQL
- * row-level security refuses other users' rows even if a query forgot to.
+ * customer's reads name the token's user and run as the role sb_api_customer with
+ * sb.user_id set, so that either the query or PostgreSQL row-level security alone
+ * refuses other users' rows.
  */
 #ifndef SB_API_H
 #define SB_API_H
@@ -73,6 +74,10 @@ void sb_api_response_free(sb_api_response_t *resp);
 /* For the websocket side: checks a token. */
 int sb_api_authenticate(sb_api_worker_t *w, const char *token, sb_principal_t *who,
                         sb_error_t *err);
+
+/* The same for a token known by its digest (rechecking an open websocket's token). */
+int sb_api_authenticate_digest(sb_api_worker_t *w, const char *sha256_hex, sb_principal_t *who,
+                               sb_error_t *err);
 
 /* 1 when the instance is visible to who (row-level security for customers), 0 when
  * not (err says so, SB404), -1 on a database failure. */

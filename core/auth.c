@@ -80,13 +80,19 @@ int sb_auth_check(sb_db_t *db, const char *token, sb_principal_t *out, sb_error_
   }
   char sha[65];
   sb_sha256_hex(token, SB_TOKEN_LEN, sha);
+  return sb_auth_check_digest(db, sha, out, err);
+}
+
+int sb_auth_check_digest(sb_db_t *db, const char *sha, sb_principal_t *out, sb_error_t *err) {
+  memset(out, 0, sizeof *out);
   if (cache_get(sha, out)) return 0;
   const char *p[] = {sha};
   PGresult *res = sb_db_query_prepared(
       db,
       "SELECT t.id, t.user_id, t.scope = 'operator', "
       "extract(epoch FROM least(coalesce(t.expires_at, 'infinity'), "
-      "  now() + interval '30 seconds'))::bigint "
+      "  now() + interval '30 seconds'))::bigint, "
+      "coalesce(ceil(extract(epoch FROM t.expires_at))::bigint, 0) "
       "FROM api_tokens t JOIN users u ON u.id = t.user_id "
       "WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL "
       "AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.status = 'active'",
@@ -100,6 +106,7 @@ int sb_auth_check(sb_db_t *db, const char *token, sb_principal_t *out, sb_error_
   snprintf(out->token_id, sizeof out->token_id, "%s", PQgetvalue(res, 0, 0));
   snprintf(out->user_id, sizeof out->user_id, "%s", PQgetvalue(res, 0, 1));
   out->operator = PQgetvalue(res, 0, 2)[0] == 't';
+  out->expires_at = (time_t)atoll(PQgetvalue(res, 0, 4));
   time_t until = (time_t)atoll(PQgetvalue(res, 0, 3));
   PQclear(res);
   cache_put(sha, out, until);

@@ -12,6 +12,7 @@
 #define SB_AUTH_H
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "db.h"
 #include "error.h"
@@ -22,11 +23,15 @@ typedef struct sb_principal {
   char user_id[37];
   char token_id[37];
   bool operator; /* scope operator: every user's data */
+  time_t expires_at; /* when the token expires (epoch seconds, rounded up); 0: never */
 } sb_principal_t;
 
 /* Checks a bearer token. 0 with *out filled, or -1 with err (sqlstate "SB401" for a
  * token that is unknown, expired or revoked; a database error otherwise). */
 int sb_auth_check(sb_db_t *db, const char *token, sb_principal_t *out, sb_error_t *err);
+/* The same for a token known by its SHA-256 hex (an open websocket rechecking its token
+ * after a NOTIFY on sb_tokens). */
+int sb_auth_check_digest(sb_db_t *db, const char *sha256_hex, sb_principal_t *out, sb_error_t *err);
 /* Forgets a cached token by its SHA-256 hex (on NOTIFY sb_tokens); NULL forgets all. */
 void sb_auth_forget(const char *sha256_hex);
 

@@ -110,9 +110,9 @@ char *sb_metrics_render(const sb_metrics_extra_t *x) {
   }
   put(&o, "# HELP solobase_jobs Jobs in the queue, by status (whole database).\n"
           "# TYPE solobase_jobs gauge\n");
-  const char *js[] = {"queued", "running", "succeeded", "dead"};
-  long jv[] = {x->jobs_queued, x->jobs_running, x->jobs_succeeded, x->jobs_dead};
-  for (int i = 0; i < 4; i++)
+  const char *js[] = {"queued", "running", "succeeded", "dead", "canceled"};
+  long jv[] = {x->jobs_queued, x->jobs_running, x->jobs_succeeded, x->jobs_dead, x->jobs_canceled};
+  for (size_t i = 0; i < SB_ARRAY_LEN(js); i++)
     if (jv[i] >= 0) put(&o, "solobase_jobs{status=\"%s\"} %ld\n", js[i], jv[i]);
   put(&o, "# HELP solobase_jobs_run_total Jobs this engine ran, by outcome.\n"
           "# TYPE solobase_jobs_run_total counter\n"

@@ -23,7 +23,8 @@ void sb_metrics_events_delivered(unsigned long n);
 
 /* What the renderer is given from elsewhere (engine, database, policies). */
 typedef struct sb_metrics_extra {
-  long jobs_queued, jobs_running, jobs_succeeded, jobs_dead; /* -1: unknown */
+  /* Jobs by status, every status of jobs_status_check (schema/003_jobs.sql); -1: unknown. */
+  long jobs_queued, jobs_running, jobs_succeeded, jobs_dead, jobs_canceled;
   unsigned long jobs_done, jobs_retried, jobs_failed;
   unsigned long policy_decisions, policy_errors, policy_reloads;
   bool leader;

@@ -71,7 +71,7 @@ typedef struct pending_sub {
 
 /* ---- work between the loop and the workers ---------------------------------------- */
 
-typedef enum { WORK_HTTP, WORK_WS_AUTH, WORK_WS_REPLAY, WORK_WS_CHECK } work_kind_t;
+typedef enum { WORK_HTTP, WORK_WS_AUTH, WORK_WS_RECHECK, WORK_WS_REPLAY, WORK_WS_CHECK } work_kind_t;
 
 typedef struct work {
   work_kind_t kind;
@@ -80,6 +80,8 @@ typedef struct work {
   sb_api_request_t req;    /* HTTP */
   sb_api_response_t resp;
   char token[128];         /* WS_AUTH */
+  char sha[65];            /* WS_AUTH, WS_RECHECK: the token's digest */
+  unsigned gen;            /* WS_RECHECK: the session's recheck it answers */
   sb_principal_t who;
   int ok;
   sb_error_t err;
@@ -146,6 +148,13 @@ typedef struct event {
   char user_id[37];
 } event_t;
 
+/* A token that changed (NOTIFY sb_tokens), by digest; "" for every token (after the
+ * listener reconnected and may have missed some). */
+typedef struct token_change {
+  char sha[65];
+  struct token_change *next;
+} token_change_t;
+
 /* A batch of new events from the listener. */
 typedef struct arrival {
   event_t *events;
@@ -172,6 +181,9 @@ typedef struct ws_session {
   char close_reason[64];
   bool authed, auth_pending;
   sb_principal_t who;
+  char token_sha[65];   /* the digest of the token it authenticated with */
+  bool rechecking;      /* its token changed: no events until the database confirms it */
+  unsigned recheck_gen; /* the latest recheck asked for */
   time_t connected_at;
   subscription_t *subs;
   int nsubs, subcap;
@@ -211,6 +223,7 @@ struct sb_httpd {
   queue_t todo, done;
   pthread_mutex_t incoming_mu;
   arrival_t *incoming;
+  token_change_t *token_changes; /* under incoming_mu, like incoming */
   _Atomic bool stopping, stopped;
   int listener_stop_fd;
   int port;
@@ -487,7 +500,7 @@ static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
                      (unsigned char *)ws->close_reason, strlen(ws->close_reason));
     return -1;
   }
-  if (!ws->streaming) return 0;
+  if (!ws->streaming || ws->rechecking) return 0;
   if (ws->replay_rows) {
     if (send_replay_rows(s, ws) != 0) return -1;
     if (ws->replay_row < PQntuples(ws->replay_rows)) {
@@ -544,10 +557,35 @@ static void request_auth(sb_httpd_t *s, ws_session_t *ws, const char *token) {
   w->kind = WORK_WS_AUTH;
   w->session = ws;
   snprintf(w->token, sizeof w->token, "%s", token);
+  sb_sha256_hex(token, strlen(token), w->sha);
   ws->inflight++;
   ws->auth_pending = true;
   pause_rx(ws);
   hand_to_workers(s, w);
+}
+
+/* The session's token changed: stop its events and ask the database whether the token
+ * is still good (deliver() closes the session with 4001 if not). */
+static void request_recheck(sb_httpd_t *s, ws_session_t *ws) {
+  work_t *w = sb_xcalloc(1, sizeof *w);
+  w->kind = WORK_WS_RECHECK;
+  w->session = ws;
+  memcpy(w->sha, ws->token_sha, sizeof w->sha);
+  w->gen = ++ws->recheck_gen;
+  ws->inflight++;
+  ws->rechecking = true;
+  hand_to_workers(s, w);
+}
+
+/* Closes the session when its token expires (the timer also serves the auth deadline
+ * before authentication). */
+static void arm_expiry(ws_session_t *ws) {
+  if (!ws->who.expires_at) {
+    lws_set_timer_usecs(ws->wsi, LWS_SET_TIMER_USEC_CANCEL);
+    return;
+  }
+  time_t left = ws->who.expires_at - time(NULL);
+  lws_set_timer_usecs(ws->wsi, (lws_usec_t)(left > 0 ? left : 0) * LWS_USEC_PER_SEC);
 }
 
 static void request_replay(sb_httpd_t *s, ws_session_t *ws) {
@@ -706,6 +744,21 @@ static void handle_subscribe(sb_httpd_t *s, ws_session_t *ws, int msg) {
   finish_subscribe(s, ws, &p);
 }
 
+/* The first field of the message at msg not among `allowed` into out; false when none. */
+static bool unknown_field(lua_State *L, int msg, const char *allowed, char *out, size_t len) {
+  lua_pushnil(L);
+  while (lua_next(L, msg)) {
+    lua_pop(L, 1); /* the value */
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!k || !sb_word_in(allowed, k)) {
+      snprintf(out, len, "%s", k ? k : "(not a string)");
+      lua_pop(L, 1); /* the key */
+      return true;
+    }
+  }
+  return false;
+}
+
 static void handle_message(sb_httpd_t *s, ws_session_t *ws, const char *text, size_t len) {
   lua_State *L = s->L;
   int top = lua_gettop(L);
@@ -716,7 +769,16 @@ static void handle_message(sb_httpd_t *s, ws_session_t *ws, const char *text, si
   }
   int msg = lua_gettop(L);
   const char *type = lua_getfield(L, msg, "type") == LUA_TSTRING ? lua_tostring(L, -1) : "";
-  if (strcmp(type, "auth") == 0) {
+  /* The fields each type takes (docs/events.md); anything else is refused. */
+  const char *fields = strcmp(type, "auth") == 0          ? "type token"
+                       : strcmp(type, "ping") == 0        ? "type"
+                       : strcmp(type, "subscribe") == 0   ? "type id filter last_id"
+                       : strcmp(type, "unsubscribe") == 0 ? "type id"
+                                                          : NULL;
+  char bad[64];
+  if (fields && unknown_field(L, msg, fields, bad, sizeof bad)) {
+    ws_error(s, ws, "bad_message", NULL, "unknown field '%s' (%s takes: %s)", bad, type, fields);
+  } else if (strcmp(type, "auth") == 0) {
     if (ws->authed || ws->auth_pending) {
       ws_error(s, ws, "bad_message", NULL, "already authenticated");
     } else if (lua_getfield(L, msg, "token") != LUA_TSTRING) {
@@ -758,11 +820,21 @@ static void handle_message(sb_httpd_t *s, ws_session_t *ws, const char *text, si
 
 static void ws_session_release(sb_httpd_t *s, ws_session_t *ws);
 
+/* An HTTP answer made without a worker (shutting down, no database), in the error
+ * document of core/api.c. */
+static void answer_here(sb_api_response_t *r, int status, const char *json) {
+  r->status = status;
+  r->body = sb_xstrdup(json);
+  r->len = strlen(json);
+  r->content_type = "application/json";
+  r->route = SB_ROUTE_UNKNOWN;
+}
+
 static void deliver(sb_httpd_t *s, work_t *w) {
   if (w->kind == WORK_HTTP) {
     http_session_t *hs = w->session;
-    s->http_inflight--;
     if (hs->dead) {
+      s->http_inflight--; /* the connection closed before its answer */
       free(hs);
       work_free(w);
       return;
@@ -787,12 +859,26 @@ static void deliver(sb_httpd_t *s, work_t *w) {
     } else {
       ws_error(s, ws, "unavailable", w->check.sub.id, "cannot check the instance now; try again");
     }
+  } else if (w->kind == WORK_WS_RECHECK) {
+    /* Fail closed: any answer but "still valid" ends the session. */
+    if (w->ok && w->gen == ws->recheck_gen) {
+      ws->rechecking = false;
+      ws->who = w->who;
+      arm_expiry(ws);
+      lws_callback_on_writable(ws->wsi);
+    } else if (!w->ok && strcmp(w->err.sqlstate, "SB401") == 0) {
+      ws_close(ws, 4001, "token revoked");
+    } else if (!w->ok) {
+      ws_close(ws, 1013, "cannot recheck the token; reconnect");
+    }
   } else if (w->kind == WORK_WS_AUTH) {
     resume_rx(ws);
     ws->auth_pending = false;
     if (w->ok) {
       ws->authed = true;
       ws->who = w->who;
+      memcpy(ws->token_sha, w->sha, sizeof ws->token_sha);
+      arm_expiry(ws);
       lua_State *L = s->L;
       lua_createtable(L, 0, 3);
       lua_pushliteral(L, "authenticated");
@@ -853,11 +939,8 @@ static void *worker_main(void *arg) {
     if (!aw) {
       /* No database: answer, do not hang the client. */
       if (w->kind == WORK_HTTP) {
-        w->resp.status = 503;
-        w->resp.body = sb_xstrdup("{\"error\":{\"code\":\"unavailable\",\"message\":\"the database is "
-                                  "not reachable; try again\"}}");
-        w->resp.len = strlen(w->resp.body);
-        w->resp.content_type = "application/json";
+        answer_here(&w->resp, 503, "{\"error\":{\"code\":\"unavailable\",\"message\":\"the "
+                                   "database is not reachable; try again\"}}");
       } else {
         w->err = err;
       }
@@ -865,6 +948,8 @@ static void *worker_main(void *arg) {
       sb_api_handle(aw, &w->req, &w->resp);
     } else if (w->kind == WORK_WS_AUTH) {
       w->ok = sb_api_authenticate(aw, w->token, &w->who, &w->err) == 0;
+    } else if (w->kind == WORK_WS_RECHECK) {
+      w->ok = sb_api_authenticate_digest(aw, w->sha, &w->who, &w->err) == 0;
     } else if (w->kind == WORK_WS_CHECK) {
       w->ok = sb_api_instance_visible(aw, &w->who, w->check.sub.instance_id, &w->err) == 1;
     } else {
@@ -918,6 +1003,20 @@ static int fetch_events(sb_httpd_t *s, sb_db_t *db, int64_t *last, sb_error_t *e
   }
 }
 
+/* Forgets a changed token (sha, NULL for all) and has the loop recheck the websockets
+ * that use it. */
+static void token_changed(sb_httpd_t *s, const char *sha) {
+  sb_auth_forget(sha);
+  token_change_t *t = sb_xcalloc(1, sizeof *t);
+  snprintf(t->sha, sizeof t->sha, "%s", sha ? sha : "");
+  pthread_mutex_lock(&s->incoming_mu);
+  token_change_t **tail = &s->token_changes;
+  while (*tail) tail = &(*tail)->next;
+  *tail = t;
+  pthread_mutex_unlock(&s->incoming_mu);
+  lws_cancel_service(s->ctx);
+}
+
 static sb_db_t *listener_connect(sb_httpd_t *s) {
   sb_error_t err;
   for (int delay = 1; !atomic_load(&s->stopping); delay = delay < 16 ? delay * 2 : 16) {
@@ -951,13 +1050,13 @@ static void *listener_main(void *arg) {
         sb_warn("events", "the event connection broke: %s", PQerrorMessage(db->conn));
         sb_db_free(db);
         db = listener_connect(s);
-        sb_auth_forget(NULL); /* revocations may have been missed */
+        token_changed(s, NULL); /* revocations may have been missed */
         fetch = true;
         if (!db) break;
       }
       PGnotify *nt;
       while ((nt = PQnotifies(db->conn))) {
-        if (strcmp(nt->relname, "sb_tokens") == 0) sb_auth_forget(nt->extra);
+        if (strcmp(nt->relname, "sb_tokens") == 0) token_changed(s, nt->extra);
         else fetch = true;
         PQfreemem(nt);
       }
@@ -1047,7 +1146,13 @@ static void submit_http(sb_httpd_t *s, http_session_t *hs) {
   w->started_ns = hs->started_ns;
   memset(&hs->req, 0, sizeof hs->req); /* the body moved to the work */
   hs->submitted = true;
-  s->http_inflight++;
+  s->http_inflight++; /* until the answer is written or the connection closes */
+  if (atomic_load(&s->stopping)) {
+    answer_here(&w->resp, 503, "{\"error\":{\"code\":\"shutting_down\",\"message\":\"this "
+                               "server is shutting down; try again\"}}");
+    deliver(s, w);
+    return;
+  }
   hand_to_workers(s, w);
 }
 
@@ -1055,6 +1160,7 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
   work_t *w = hs->answer;
   sb_api_response_t *r = &w->resp;
   unsigned char head[LWS_PRE + 1024], *start = head + LWS_PRE, *p = start, *end = head + sizeof head - 1;
+  int rc = -1;
   if (lws_add_http_common_headers(wsi, (unsigned int)r->status,
                                   r->content_type ? r->content_type : "application/json",
                                   (lws_filepos_t)r->len, &p, end) ||
@@ -1064,15 +1170,18 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
       lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                   (const unsigned char *)"no-store", 8, &p, end) ||
       lws_finalize_write_http_header(wsi, start, &p, end))
-    return -1;
+    goto done;
   if (r->len) memcpy(ensure(&s->batch, r->len + 1), r->body, r->len);
   if (r->len && lws_write(wsi, s->batch.p + LWS_PRE, r->len, LWS_WRITE_HTTP_FINAL) < (int)r->len)
-    return -1;
+    goto done;
   sb_metrics_http(r->route, w->req.method, r->status,
                   (double)(sb_now_ns() - w->started_ns) / 1e9);
+  rc = 0;
+done:
+  s->http_inflight--; /* written, or the connection is dropped: nothing left to wait for */
   work_free(w);
-  hs->answer = NULL;
   free(hs);
+  if (rc != 0) return -1;
   lws_set_wsi_user(wsi, NULL);
   return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
@@ -1110,7 +1219,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     pthread_mutex_lock(&s->incoming_mu);
     arrival_t *a = s->incoming;
     s->incoming = NULL;
+    token_change_t *tc = s->token_changes;
+    s->token_changes = NULL;
     pthread_mutex_unlock(&s->incoming_mu);
+    /* Token changes first: events committed after a revocation are not sent on it. */
+    for (token_change_t *next; tc; tc = next) {
+      next = tc->next;
+      for (ws_session_t *ws = s->sessions; ws; ws = ws->next)
+        if (ws->authed && !ws->closing && (!tc->sha[0] || strcmp(tc->sha, ws->token_sha) == 0))
+          request_recheck(s, ws);
+      free(tc);
+    }
     bool any = false;
     for (arrival_t *next; a; a = next) {
       next = a->next;
@@ -1135,10 +1254,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
   case LWS_CALLBACK_HTTP: {
     const char *path = in ? (const char *)in : "/";
-    if (atomic_load(&s->stopping)) {
-      lws_return_http_status(wsi, 503, "shutting down");
-      return -1;
-    }
     http_session_t *hs = sb_xcalloc(1, sizeof *hs);
     hs->wsi = wsi;
     hs->started_ns = sb_now_ns();
@@ -1146,7 +1261,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     read_request(wsi, path, &hs->req);
     bool api = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/healthz") == 0 ||
                strcmp(path, "/metrics") == 0;
-    if (!api && strcmp(hs->req.method, "GET") == 0) {
+    /* Shutting down, everything is answered 503 by submit_http(). */
+    if (!api && strcmp(hs->req.method, "GET") == 0 && !atomic_load(&s->stopping)) {
       int r = serve_static(wsi, path);
       if (r != 0) {
         pss->http = NULL;
@@ -1198,6 +1314,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       http_session_t *hs = pss->http;
       pss->http = NULL;
       if (hs->answer) {
+        s->http_inflight--;
         work_free(hs->answer);
         free(hs);
       } else if (hs->submitted) {
@@ -1240,10 +1357,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     break;
   }
 
-  case LWS_CALLBACK_TIMER:
-    if (pss && pss->ws && !pss->ws->authed && !pss->ws->auth_pending)
-      ws_close(pss->ws, 4401, "not authenticated");
+  case LWS_CALLBACK_TIMER: {
+    ws_session_t *ws = pss ? pss->ws : NULL;
+    if (!ws) break;
+    if (!ws->authed && !ws->auth_pending) ws_close(ws, 4401, "not authenticated");
+    else if (ws->authed && ws->who.expires_at && time(NULL) >= ws->who.expires_at)
+      ws_close(ws, 4001, "token expired");
+    else if (ws->authed)
+      arm_expiry(ws); /* woken early */
     break;
+  }
 
   case LWS_CALLBACK_RECEIVE: {
     ws_session_t *ws = pss->ws;
@@ -1445,6 +1568,7 @@ void sb_httpd_stop(sb_httpd_t *s) {
   lws_context_destroy(s->ctx);
   for (work_t *w = queue_take_all(&s->todo), *n; w; w = n) n = w->next, work_free(w);
   for (work_t *w = queue_take_all(&s->done), *n; w; w = n) n = w->next, work_free(w);
+  for (token_change_t *t = s->token_changes, *n; t; t = n) n = t->next, free(t);
   for (arrival_t *a = s->incoming, *n; a; a = n) {
     n = a->next;
     for (int i = 0; i < a->n; i++) free(a->events[i].json);

@@ -185,6 +185,16 @@ void sb_hex_encode(const unsigned char *in, size_t len, char *out) {
   out[2 * len] = '\0';
 }
 
+bool sb_word_in(const char *list, const char *word) {
+  size_t len = strlen(word);
+  for (const char *p = list; *p;) {
+    size_t n = strcspn(p, " ");
+    if (n == len && strncmp(p, word, n) == 0) return true;
+    p += n + (p[n] == ' ');
+  }
+  return false;
+}
+
 void sb_sha256_hex(const void *data, size_t len, char out[65]) {
   unsigned char md[32];
   unsigned int mdlen = 0;

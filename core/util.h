@@ -40,6 +40,9 @@ char *sb_path_absolute(const char *path);
 /* Directory of the running executable; caller frees. */
 char *sb_exe_dir(void);
 
+/* True when word is one of the space-separated words of list ("a b c"). */
+bool sb_word_in(const char *list, const char *word);
+
 /* out gets 64 lowercase hex digits and a NUL. */
 void sb_sha256_hex(const void *data, size_t len, char out[65]);
 /* out gets 2*len hex digits and a NUL. */

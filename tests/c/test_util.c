@@ -39,6 +39,17 @@ static void test_ct_equal(void **state) {
   assert_true(sb_ct_equal("", 0, "", 0));
 }
 
+static void test_word_in(void **state) {
+  (void)state;
+  assert_true(sb_word_in("type id filter", "type"));
+  assert_true(sb_word_in("type id filter", "filter"));
+  assert_false(sb_word_in("type id filter", "i"));
+  assert_false(sb_word_in("type id filter", "filters"));
+  assert_false(sb_word_in("type id filter", "id filter"));
+  assert_false(sb_word_in("type", ""));
+  assert_false(sb_word_in("", "type"));
+}
+
 static void test_paths(void **state) {
   char *p = sb_path_join("/a/b/", "c");
   assert_string_equal(p, "/a/b/c");
@@ -78,6 +89,7 @@ int main(void) {
       cmocka_unit_test(test_sha256_matches_known_vectors),
       cmocka_unit_test(test_random_token_is_alphanumeric_and_varies),
       cmocka_unit_test(test_ct_equal),
+      cmocka_unit_test(test_word_in),
       cmocka_unit_test(test_paths),
       cmocka_unit_test(test_redaction_never_shows_the_password),
       cmocka_unit_test(test_free_port_is_usable),

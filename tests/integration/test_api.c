@@ -5,13 +5,14 @@
  *
  *   http          every route, as operator and customers: create (202, Location, job),
  *                 get, list with pagination, suspend, resume, delete, servers, plans,
- *                 events, healthz, metrics; bad input (malformed JSON, unknown fields,
+ *                 events, healthz, metrics (every job status); bad input (malformed JSON, unknown fields,
  *                 wrong types, unknown plan, wrong media type, oversized body, taken
  *                 subdomain) answered 4xx with a stable code and nothing changed;
  *                 revoked and expired tokens refused.
  *   isolation     a customer token can neither read nor subscribe to another user's
  *                 instances or events (HTTP and websocket), and row-level security
- *                 refuses the rows even to a query without a WHERE.
+ *                 refuses the rows even to a query without a WHERE; with row-level
+ *                 security switched off, the API's queries alone still isolate.
  *   two engines   an event written by one engine (an API request), by SQL (a script),
  *                 reaches a subscriber of another engine process.
  *   resume        reconnect with last_id: exactly the missed events, in order, then
@@ -21,8 +22,12 @@
  *   malformed     bad websocket messages get errors and the connection stays usable;
  *                 invalid UTF-8 closes only that connection (1007); garbage HTTP gets a
  *                 400; the engine keeps running.
- *   slow client   a client that never reads does not delay the others.
- *   shutdown      SIGTERM closes websockets with 1001 and the engine exits 0.
+ *   slow client   a client that never reads does not delay the others; once it reads
+ *                 again it gets `overflow` with its last id and a close 4008.
+ *   tokens        a websocket whose token is revoked is closed with 4001 at once and
+ *                 gets nothing committed after; one whose token expires, at expiry.
+ *   shutdown      SIGTERM closes websockets with 1001, still answers the request in
+ *                 flight, refuses new ones with a JSON 503, and the engine exits 0.
  */
 #include <fcntl.h>
 #include <lauxlib.h>
@@ -211,7 +216,8 @@ typedef struct got {
   char (*users)[37];
   int n, cap;
   int replayed, errors, too_old, overflow;
-  int64_t replayed_last;
+  int64_t replayed_last, overflow_last;
+  int after_overflow; /* messages received after `overflow` */
   char last_error[128];
 } got_t;
 
@@ -230,6 +236,7 @@ static bool collect_one(sbt_ws_t *c, got_t *g, int timeout_ms) {
   if (sb_lua_json_decode(J, m, strlen(m), &err) != 0) fail_msg("not JSON: %.200s", m);
   free(m);
   const char *type = field("type");
+  if (g->overflow) g->after_overflow++;
   if (strcmp(type, "events") == 0) {
     lua_getfield(J, -1, "events");
     int n = (int)lua_rawlen(J, -1);
@@ -256,6 +263,7 @@ static bool collect_one(sbt_ws_t *c, got_t *g, int timeout_ms) {
     g->too_old++;
   } else if (strcmp(type, "overflow") == 0) {
     g->overflow++;
+    g->overflow_last = atoll(field("last_id"));
   }
   return true;
 }
@@ -418,7 +426,9 @@ static void test_http_api(void **state) {
   char *metrics = sbt_http(ports[0], "GET", "/metrics", NULL, NULL, NULL, &status);
   assert_int_equal(status, 200);
   const char *names[] = {"solobase_http_requests_total{", "solobase_http_request_duration_seconds_bucket{",
-                         "solobase_jobs{status=\"queued\"}", "solobase_websocket_clients ",
+                         "solobase_jobs{status=\"queued\"}", "solobase_jobs{status=\"running\"}",
+                         "solobase_jobs{status=\"succeeded\"}", "solobase_jobs{status=\"dead\"}",
+                         "solobase_jobs{status=\"canceled\"}", "solobase_websocket_clients ",
                          "solobase_policy_decisions_total ", "solobase_policy_errors_total ",
                          "solobase_policy_reloads_total ", "solobase_engine_leader "};
   for (size_t i = 0; i < SB_ARRAY_LEN(names); i++)
@@ -659,6 +669,29 @@ static void test_customer_isolation(void **state) {
   assert_exactly(&g, 0, 0, bob_id);
   got_free(&g);
   sbt_ws_free(c);
+
+  /* The query layer alone isolates too: with row-level security switched off (on the
+   * test's own database), every query still names the token's user. */
+  PQclear(sbtest_query(db, "ALTER TABLE instances DISABLE ROW LEVEL SECURITY", 0, NULL));
+  PQclear(sbtest_query(db, "ALTER TABLE instance_events DISABLE ROW LEVEL SECURITY", 0, NULL));
+  snprintf(path, sizeof path, "/v1/instances/%s", ada_inst);
+  ASSERT_HTTP(404, "not_found", 0, "GET", path, bob_token, NULL);
+  ASSERT_HTTP(404, "not_found", 0, "DELETE", path, bob_token, NULL);
+  snprintf(path, sizeof path, "/v1/instances/%s/events", ada_inst);
+  ASSERT_HTTP(404, "not_found", 0, "GET", path, bob_token, NULL);
+  /* Suspend and resume are for operators: a customer is refused before any lookup. */
+  snprintf(path, sizeof path, "/v1/instances/%s/suspend", ada_inst);
+  ASSERT_HTTP(403, "forbidden", 0, "POST", path, bob_token, NULL);
+  snprintf(path, sizeof path, "/v1/instances/%s/resume", ada_inst);
+  ASSERT_HTTP(403, "forbidden", 0, "POST", path, bob_token, NULL);
+  c = ws_connect(0, bob_token);
+  snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"id\":\"a\",\"filter\":{\"instance_id\":\"%s\"}}", ada_inst);
+  assert_string_equal(subscribe(c, msg), "not_found");
+  sbt_ws_free(c);
+  assert_int_equal(scalar_ll("SELECT count(*) FROM instances WHERE id = $1 AND status = 'failed'",
+                             1, (const char *[]){ada_inst}), 1);
+  PQclear(sbtest_query(db, "ALTER TABLE instances ENABLE ROW LEVEL SECURITY", 0, NULL));
+  PQclear(sbtest_query(db, "ALTER TABLE instance_events ENABLE ROW LEVEL SECURITY", 0, NULL));
 }
 
 /* ---- two engines --------------------------------------------------------------------------- */
@@ -842,6 +875,17 @@ static void test_malformed(void **state) {
   expect_error(c, "{\"type\":\"subscribe\",\"id\":\"x\",\"last_id\":\"7\"}", -1, "bad_message");
   expect_error(c, "{\"type\":\"unsubscribe\",\"id\":\"nope\"}", -1, "unknown_subscription");
   expect_error(c, "{\"type\":\"auth\",\"token\":\"again\"}", -1, "bad_message");
+  /* Unknown top-level fields are refused, named in the message, whatever the type. */
+  const char *extra[] = {"{\"type\":\"ping\",\"colour\":\"red\"}",
+                         "{\"type\":\"subscribe\",\"id\":\"x\",\"colour\":{}}",
+                         "{\"type\":\"unsubscribe\",\"id\":\"x\",\"colour\":1}"};
+  for (size_t i = 0; i < SB_ARRAY_LEN(extra); i++) {
+    sbt_ws_send(c, extra[i], -1);
+    char *e = sbt_ws_recv(c, 3000);
+    if (!e || !strstr(e, "\"bad_message\"") || !strstr(e, "colour"))
+      fail_msg("sent %s: expected bad_message naming colour, got %s", extra[i], e ? e : "nothing");
+    free(e);
+  }
   char *big = sb_xmalloc(80 * 1024);
   memset(big, 'x', 80 * 1024);
   expect_error(c, big, 80 * 1024, "bad_message");
@@ -927,18 +971,129 @@ static void test_slow_client(void **state) {
   got_free(&g);
   if (worst > 5000000000ull) fail_msg("a round of 1,000 events took %.1f s", (double)worst / 1e9);
   assert_int_equal(http(0, "GET", "/healthz", NULL, NULL), 200);
+
+  /* The stuck client fell more than 4,096 events behind. Once it reads again it gets
+   * what it was sent, in order, then `overflow` with the id of the last of those, then
+   * a close with 4008, and nothing in between or after (docs/events.md). */
+  sbt_ws_resume_reading(stuck);
+  got_t sg = {0};
+  while (!sg.overflow && collect_one(stuck, &sg, 5000)) {
+  }
+  if (!sg.overflow) fail_msg("the stuck client got %d events and no overflow", sg.n);
+  assert_true(sg.n > 0);
+  for (int i = 1; i < sg.n; i++)
+    if (sg.ids[i] <= sg.ids[i - 1]) fail_msg("stuck client: event %d out of order", i);
+  assert_int_equal(sg.overflow_last, sg.ids[sg.n - 1]);
+  assert_int_equal(sbt_ws_wait_closed(stuck, 5000), 4008);
+  while (collect_one(stuck, &sg, 200)) {
+  }
+  assert_int_equal(sg.after_overflow, 0);
+  got_free(&sg);
   sbt_ws_free(c);
   sbt_ws_free(stuck);
 }
 
+/* ---- revoked and expired tokens on open websockets ------------------------------------------ */
+
+static void test_token_revoked(void **state) {
+  (void)state;
+  sb_error_t err;
+  char tok[64], tok_id[37], inst[37];
+  fake_instance(ada_id, "revoked", inst);
+  assert_int_equal(sb_token_create(db, "ada@example.com", "customer", "ws", NULL, tok, tok_id, &err), 0);
+  sbt_ws_t *c = ws_connect(0, tok);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  sbt_ws_t *other = ws_connect(0, ada_token); /* same user, another token */
+  assert_string_equal(subscribe(other, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  insert_events("test.before", ada_id, inst, 3);
+  got_t g = {0};
+  collect(c, &g, 3, 3000);
+  assert_int_equal(g.n, 3);
+
+  /* Revoked (as `solobase token revoke` does it): closed with 4001 within a second or
+   * two, and nothing committed after the revocation reaches it. */
+  int64_t last = max_seq();
+  uint64_t t0 = sb_now_ns();
+  assert_int_equal(sb_token_revoke(db, tok_id, &err), 0);
+  insert_events("test.after", ada_id, inst, 3);
+  assert_int_equal(sbt_ws_wait_closed(c, 3000), 4001);
+  if (sb_now_ns() - t0 > 2000000000ull) fail_msg("closed %.1f s after the revocation", (double)(sb_now_ns() - t0) / 1e9);
+  while (collect_one(c, &g, 200)) {
+  }
+  for (int i = 0; i < g.n; i++)
+    if (g.ids[i] > last) fail_msg("event %lld sent after the revocation", (long long)g.ids[i]);
+  got_free(&g);
+  sbt_ws_free(c);
+  /* The other token's session goes on. */
+  collect(other, &g, 6, 3000);
+  assert_int_equal(g.n, 6);
+  got_free(&g);
+  sbt_ws_free(other);
+
+  /* A token that expires closes its session then, with 4001, not before. */
+  assert_int_equal(sb_token_create(db, "ada@example.com", "customer", "short", "3 seconds", tok, tok_id, &err), 0);
+  t0 = sb_now_ns();
+  c = ws_connect(0, tok);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  assert_int_equal(sbt_ws_wait_closed(c, 6000), 4001);
+  double took = (double)(sb_now_ns() - t0) / 1e9;
+  if (took < 1.5 || took > 5.0) fail_msg("closed %.1f s after a 3 s token was made", took);
+  sbt_ws_free(c);
+}
+
 /* ---- graceful shutdown ---------------------------------------------------------------------- */
+
+typedef struct request {
+  const char *path, *token;
+  long status;
+  char *body;
+} request_t;
+
+static void *run_request(void *arg) {
+  request_t *r = arg;
+  r->body = sbt_http(ports[0], "GET", r->path, r->token, NULL, NULL, &r->status);
+  return NULL;
+}
 
 static void test_shutdown(void **state) {
   (void)state;
   sbt_ws_t *c = ws_connect(0, op_token);
   assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\"}"), "");
+  /* A request in flight at SIGTERM: its worker waits on a lock the test holds on plans
+   * until after the signal. */
+  PQclear(sbtest_query(db, "BEGIN", 0, NULL));
+  PQclear(sbtest_query(db, "LOCK TABLE plans IN ACCESS EXCLUSIVE MODE", 0, NULL));
+  request_t r = {"/v1/plans", op_token, 0, NULL};
+  pthread_t t;
+  pthread_create(&t, NULL, run_request, &r);
+  for (int i = 0; i < 100; i++) {
+    if (scalar_ll("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'plans'::regclass",
+                  0, NULL) > 0)
+      break;
+    usleep(50000);
+  }
   kill(engines[0], SIGTERM);
-  assert_int_equal(sbt_ws_wait_closed(c, 10000), 1001);
+  int closed = sbt_ws_wait_closed(c, 10000);
+  /* New requests are refused meanwhile, in the API's error document. */
+  char refused[2][64];
+  const char *paths[] = {"/healthz", "/"};
+  for (int i = 0; i < 2; i++) {
+    long st = http(0, "GET", paths[i], NULL, NULL);
+    snprintf(refused[i], sizeof refused[i], "%ld %s", st, field("error.code"));
+  }
+  /* Released before any assertion, so that a failure does not leave a worker waiting. */
+  PQclear(sbtest_query(db, "COMMIT", 0, NULL));
+  pthread_join(t, NULL);
+  assert_int_equal(closed, 1001);
+  assert_string_equal(refused[0], "503 shutting_down");
+  assert_string_equal(refused[1], "503 shutting_down");
+  /* The request in flight still gets its whole answer. */
+  if (r.status != 200) fail_msg("the request in flight got %ld: %.200s", r.status, r.body);
+  lua_settop(J, 0);
+  sb_error_t err;
+  if (sb_lua_json_decode(J, r.body, strlen(r.body), &err) != 0) fail_msg("not JSON: %.200s", r.body);
+  assert_string_equal(field("plans.1.code"), "hobby");
+  free(r.body);
   int status = stop_engine(0, 0);
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
@@ -953,6 +1108,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_resume, before, after),
       cmocka_unit_test_setup_teardown(test_malformed, before, after),
       cmocka_unit_test_setup_teardown(test_slow_client, before, after),
+      cmocka_unit_test_setup_teardown(test_token_revoked, before, after),
       cmocka_unit_test_setup_teardown(test_shutdown, before, after),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

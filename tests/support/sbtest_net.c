@@ -39,7 +39,7 @@ struct sbt_ws {
   msg_t *in_head, *in_tail;   /* received */
   char *rx;                   /* a message being received */
   size_t rxlen;
-  bool established, failed, closed, stop, want_stop_reading, want_close;
+  bool established, failed, closed, stop, want_stop_reading, want_resume_reading, want_close;
   int close_code, http_status;
   char token[256];
 };
@@ -152,10 +152,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     if (!c->wsi) break;
     pthread_mutex_lock(&c->mu);
     bool send = c->out_head != NULL || c->want_close, stop_reading = c->want_stop_reading;
-    c->want_stop_reading = false;
+    bool resume_reading = c->want_resume_reading;
+    c->want_stop_reading = c->want_resume_reading = false;
     pthread_mutex_unlock(&c->mu);
     if (send) lws_callback_on_writable(c->wsi);
     if (stop_reading) lws_rx_flow_control(c->wsi, 0);
+    if (resume_reading) lws_rx_flow_control(c->wsi, 1);
     break;
   default:
     break;
@@ -276,6 +278,13 @@ char *sbt_ws_recv_type(sbt_ws_t *c, const char *type, int timeout_ms) {
 void sbt_ws_stop_reading(sbt_ws_t *c) {
   pthread_mutex_lock(&c->mu);
   c->want_stop_reading = true;
+  pthread_mutex_unlock(&c->mu);
+  lws_cancel_service(c->ctx);
+}
+
+void sbt_ws_resume_reading(sbt_ws_t *c) {
+  pthread_mutex_lock(&c->mu);
+  c->want_resume_reading = true;
   pthread_mutex_unlock(&c->mu);
   lws_cancel_service(c->ctx);
 }

@@ -23,6 +23,8 @@ char *sbt_ws_recv(sbt_ws_t *c, int timeout_ms);
 char *sbt_ws_recv_type(sbt_ws_t *c, const char *type, int timeout_ms);
 /* Stops reading from the socket (a client that never reads). */
 void sbt_ws_stop_reading(sbt_ws_t *c);
+/* Reads from the socket again. */
+void sbt_ws_resume_reading(sbt_ws_t *c);
 /* Waits until the server closed the connection; its close code (1001...), or -1 on
  * timeout, or 1006 when it went away without a close frame. */
 int sbt_ws_wait_closed(sbt_ws_t *c, int timeout_ms);
