@@ -364,7 +364,9 @@
     ws.onclose = (e) => {
       if (ws !== state.ws) return;
       state.ws = null;
-      if (state.token) reconnectLater(e.code);
+      // 4001: the token was revoked or expired (docs/events.md); retrying cannot help.
+      if (e.code === 4001 && state.token) signOut(`Signed out: ${e.reason || 'token revoked'}`);
+      else if (state.token) reconnectLater(e.code);
     };
   }
 
