@@ -129,12 +129,14 @@ typedef struct worker_arg {
 } worker_arg_t;
 
 /* Records a job's outcome, reconnecting if the connection went away meanwhile: the
- * job must not stay 'running' under a live engine. */
-static void finish(sb_engine_t *e, sb_db_t **db, const sb_job_t *job, sb_job_outcome_t outcome,
-                   const char *error, int delay) {
+ * job must not stay 'running' under a live engine. A dead job's instance is given up
+ * in the same transaction (sb_fleet_job_dead, with ctx). */
+static void finish(sb_engine_t *e, sb_db_t **db, sb_fleet_ctx_t *ctx, const sb_job_t *job,
+                   sb_job_outcome_t outcome, const char *error, int delay) {
   sb_error_t err;
   for (int tries = 0; tries < 20; tries++) {
-    if (sb_jobs_finish(*db, e->id, job, outcome, error, delay, &err) == 0) return;
+    if (sb_jobs_finish(*db, e->id, job, outcome, error, delay, sb_fleet_job_dead, ctx, &err) == 0)
+      return;
     sb_warn("engine", "recording job %s: %s", job->id, err.msg);
     if (PQstatus((*db)->conn) == CONNECTION_OK) (*db)->tx_depth = 0;
     else {
@@ -194,7 +196,7 @@ static void *worker_main(void *arg) {
       db = connect_retrying(e, app);
       if (!db) break;
     }
-    finish(e, &db, &job, outcome, err.msg[0] ? err.msg : NULL, delay);
+    finish(e, &db, &ctx, &job, outcome, err.msg[0] ? err.msg : NULL, delay);
     atomic_fetch_add(outcome == SB_JOB_DONE ? &e->done
                      : outcome == SB_JOB_WAIT ? &e->waiting
                      : (outcome == SB_JOB_FAIL || job.attempts >= job.max_attempts) ? &e->dead

@@ -87,7 +87,8 @@ int sb_jobs_backoff_s(int attempts) {
 }
 
 int sb_jobs_finish(sb_db_t *db, long engine_id, const sb_job_t *job, sb_job_outcome_t outcome,
-                   const char *error, int delay_s, sb_error_t *err) {
+                   const char *error, int delay_s, sb_job_dead_fn on_dead, void *ud,
+                   sb_error_t *err) {
   char eid[32], delay[16];
   snprintf(eid, sizeof eid, "%ld", engine_id);
   bool dead = outcome == SB_JOB_FAIL || (outcome == SB_JOB_RETRY && job->attempts >= job->max_attempts);
@@ -99,38 +100,58 @@ int sb_jobs_finish(sb_db_t *db, long engine_id, const sb_job_t *job, sb_job_outc
                            "last_error = NULL WHERE id = $1 AND locked_by = $2",
                            2, p, err);
   } else if (dead) {
-    const char *p[] = {job->id, eid, error ? error : "failed"};
+    const char *why = error ? error : "failed";
+    const char *p[] = {job->id, eid, why};
     if (sb_db_begin(db, err) != 0) return -1;
-    rc = sb_db_exec_params(db,
-                           "UPDATE jobs SET status = 'dead', finished_at = now(), last_error = $3 "
-                           "WHERE id = $1 AND locked_by = $2",
-                           3, p, err);
-    const char *ev[] = {job->id, job->kind, error ? error : "failed",
-                        job->instance_id[0] ? job->instance_id : NULL};
-    if (rc == 0)
+    PGresult *res = sb_db_query(db,
+                                "UPDATE jobs SET status = 'dead', finished_at = now(), "
+                                "last_error = $3 WHERE id = $1 AND locked_by = $2 RETURNING id",
+                                3, p, err);
+    rc = res ? 0 : -1;
+    /* Not ours any more (requeued as an orphan meanwhile): its new run decides. */
+    bool ours = res && PQntuples(res) == 1;
+    if (res) PQclear(res);
+    const char *ev[] = {job->id, job->kind, why, job->instance_id[0] ? job->instance_id : NULL,
+                        job->shared_rds_id[0] ? job->shared_rds_id : NULL};
+    if (rc == 0 && ours)
       rc = sb_db_exec_params(
           db,
-          "INSERT INTO instance_events (instance_id, user_id, event_type, description, payload, actor) "
-          "SELECT $4::uuid, (SELECT user_id FROM instances WHERE id = $4::uuid), 'job.dead', "
-          "'Job ' || $2 || ' gave up: ' || $3, "
+          "INSERT INTO instance_events (instance_id, user_id, shared_rds_id, event_type, "
+          "description, payload, actor) "
+          "SELECT $4::uuid, (SELECT user_id FROM instances WHERE id = $4::uuid), $5::uuid, "
+          "'job.dead', 'Job ' || $2 || ' gave up: ' || $3, "
           "jsonb_build_object('job_id', $1::text, 'kind', $2::text, 'error', $3::text), 'engine'",
-          4, ev, err);
+          5, ev, err);
+    if (rc == 0 && ours && on_dead) rc = on_dead(ud, db, job, why, err);
     if (rc == 0) rc = sb_db_commit(db, err);
     else sb_db_rollback(db, NULL);
-    sb_warn("jobs", "job %s (%s) is dead after %d attempts: %s", job->id, job->kind,
-            job->attempts, error ? error : "failed");
+    if (rc == 0 && ours)
+      sb_warn("jobs", "job %s (%s) is dead after %d attempts: %s", job->id, job->kind,
+              job->attempts, why);
   } else {
-    /* Retry after a backoff; a wait does not use up an attempt. */
-    int wait = outcome == SB_JOB_WAIT ? (delay_s > 0 ? delay_s : 5) : sb_jobs_backoff_s(job->attempts);
+    /* Retry after a backoff, with a job.retry event in the same statement; a wait does
+     * not use up an attempt and is no event (it is not a failure). */
+    bool wait_only = outcome == SB_JOB_WAIT;
+    int wait = wait_only ? (delay_s > 0 ? delay_s : 5) : sb_jobs_backoff_s(job->attempts);
     snprintf(delay, sizeof delay, "%d", wait);
-    const char *p[] = {job->id, eid, delay, error, outcome == SB_JOB_WAIT ? "t" : "f"};
-    rc = sb_db_exec_params(db,
-                           "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_at = NULL, "
-                           "run_at = now() + make_interval(secs => $3), last_error = $4, "
-                           "attempts = attempts - CASE WHEN $5::boolean THEN 1 ELSE 0 END "
-                           "WHERE id = $1 AND locked_by = $2",
-                           5, p, err);
-    if (outcome == SB_JOB_RETRY)
+    const char *p[] = {job->id, eid, delay, error, wait_only ? "t" : "f"};
+    rc = sb_db_exec_params(
+        db,
+        "WITH j AS (UPDATE jobs SET status = 'queued', locked_by = NULL, locked_at = NULL, "
+        "  run_at = now() + make_interval(secs => $3::int), last_error = $4::text, "
+        "  attempts = attempts - CASE WHEN $5::boolean THEN 1 ELSE 0 END "
+        "  WHERE id = $1 AND locked_by = $2 "
+        "  RETURNING id, kind, instance_id, shared_rds_id, attempts, max_attempts, run_at) "
+        "INSERT INTO instance_events (instance_id, user_id, shared_rds_id, event_type, "
+        "  description, payload, actor) "
+        "SELECT j.instance_id, (SELECT user_id FROM instances WHERE id = j.instance_id), "
+        "  j.shared_rds_id, 'job.retry', 'Job ' || j.kind || ' attempt ' || j.attempts || "
+        "  ' failed, retrying: ' || coalesce($4::text, 'failed'), "
+        "  jsonb_build_object('job_id', j.id, 'kind', j.kind, 'attempt', j.attempts, "
+        "  'max_attempts', j.max_attempts, 'error', $4::text, 'run_at', j.run_at), 'engine' "
+        "FROM j WHERE NOT $5::boolean",
+        5, p, err);
+    if (!wait_only)
       sb_info("jobs", "job %s (%s) attempt %d failed, retrying in %d s: %s", job->id, job->kind,
               job->attempts, wait, error ? error : "");
   }

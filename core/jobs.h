@@ -5,12 +5,13 @@
  * instance or server it is about, and a dedupe key so that enqueueing the same work
  * twice is a no-op. Workers claim ready jobs with FOR UPDATE SKIP LOCKED and mark them
  * running under their engine's id; a handler's outcome either finishes the job,
- * retries it later (exponential backoff with jitter, counted against max_attempts,
- * then 'dead' with the last error and a `job.dead` event), or reschedules it without
- * counting an attempt (waiting for something, such as a new server). When an engine
- * dies its running jobs go back to the queue: its liveness is an advisory lock that
- * PostgreSQL drops with its session. Handlers must therefore be idempotent, as every
- * step in core/provision.c is.
+ * retries it later (exponential backoff with jitter, counted against max_attempts, with
+ * a `job.retry` event; then 'dead' with the last error and a `job.dead` event, and the
+ * caller's hook gives up what the job was for in the same transaction), or reschedules
+ * it without counting an attempt (waiting for something, such as a new server). When
+ * an engine dies its running jobs go back to the queue: its liveness is an advisory
+ * lock that PostgreSQL drops with its session. Handlers must therefore be idempotent,
+ * as every step in core/provision.c is.
  */
 #ifndef SB_JOBS_H
 #define SB_JOBS_H
@@ -57,9 +58,16 @@ int sb_jobs_enqueue(sb_db_t *db, const sb_job_enqueue_t *j, char *id_out, bool *
                     sb_error_t *err);
 /* Claims the next ready job for engine_id. 1: claimed into *job; 0: none ready. */
 int sb_jobs_claim(sb_db_t *db, long engine_id, sb_job_t *job, sb_error_t *err);
-/* Records the outcome of a claimed job. delay_s applies to SB_JOB_WAIT. */
+/* Run in the transaction that marks a job dead, with the job's last error: gives up
+ * what the job was for (core/provision.c: sb_fleet_job_dead). -1 rolls the whole
+ * outcome back, so the job is not dead without it. */
+typedef int (*sb_job_dead_fn)(void *ud, sb_db_t *db, const sb_job_t *job, const char *error,
+                              sb_error_t *err);
+/* Records the outcome of a claimed job. delay_s applies to SB_JOB_WAIT; on_dead (may be
+ * NULL) runs with ud when the job dies. */
 int sb_jobs_finish(sb_db_t *db, long engine_id, const sb_job_t *job, sb_job_outcome_t outcome,
-                   const char *error, int delay_s, sb_error_t *err);
+                   const char *error, int delay_s, sb_job_dead_fn on_dead, void *ud,
+                   sb_error_t *err);
 /* Puts the running jobs of engines that died back in the queue; *requeued counts them. */
 int sb_jobs_requeue_orphans(sb_db_t *db, int *requeued, sb_error_t *err);
 void sb_job_clear(sb_job_t *job);

@@ -12,8 +12,8 @@
  *
  * Requests go through the same code as the HTTP API (core/provision.c): policies
  * decide, the request is one transaction, a job does the work. Under --dry-run the
- * whole session is rolled back, so a request shows its plan (the decisions it took
- * and the rows it would write, in `plan`) without doing anything. work() runs queued
+ * whole session is rolled back, so a request shows its plan (the decisions it took,
+ * in `plan`, beside the ids and status it would have had) without doing anything. work() runs queued
  * jobs in this process, as an engine would, for operators without a running engine.
  */
 #include <lauxlib.h>
@@ -98,10 +98,12 @@ static int query(lua_State *L, const char *sql, int nargs) {
 static int fleet_servers(lua_State *L) {
   return query(L,
                "SELECT id, rds_instance_id, 'shared' AS tier, status, host, port, pooler_port, "
-               "current_databases, max_databases, storage_used_gb, storage_total_gb, "
-               "last_health_check_at, last_health_error FROM shared_rds_instances "
+               "current_databases, max_databases, "
+               "round(100.0 * current_databases / max_databases, 2) AS usage_percentage, "
+               "storage_used_gb, storage_total_gb, last_health_check_at, last_health_error "
+               "FROM shared_rds_instances "
                "UNION ALL SELECT id, rds_instance_id, 'dedicated', status, host, port, NULL, "
-               "NULL, NULL, storage_used_gb, storage_total_gb, last_health_check_at, "
+               "NULL, NULL, NULL, storage_used_gb, storage_total_gb, last_health_check_at, "
                "last_health_error FROM dedicated_rds_instances ORDER BY 3 DESC, 2",
                0);
 }
@@ -248,7 +250,8 @@ static int fleet_work(lua_State *L) {
     sb_job_outcome_t o = sb_fleet_run_job(&ctx, &job, &delay, &err);
     while (ctx.db->tx_depth > 0) sb_db_rollback(ctx.db, NULL);
     sb_error_t ferr;
-    sb_jobs_finish(ctx.db, engine_id, &job, o, err.msg[0] ? err.msg : NULL, delay, &ferr);
+    sb_jobs_finish(ctx.db, engine_id, &job, o, err.msg[0] ? err.msg : NULL, delay,
+                   sb_fleet_job_dead, &ctx, &ferr);
     if (o == SB_JOB_DONE) done++;
     else if (o == SB_JOB_WAIT) waiting++;
     else failed++;

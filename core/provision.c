@@ -494,15 +494,19 @@ done:
 /* ---- lifecycle requests ---------------------------------------------------------------- */
 
 /* Moves instance_id from one of `from` to `to` (NULL: stay) and queues a job of kind,
- * with an event, in one transaction. */
+ * with an event, in one transaction. The job's shared_rds_id is the server the instance
+ * holds a place on now (none for requested and failed ones, which hold none): the place
+ * the deprovisioning job gives back, so it is given back once whatever the path. */
 static int queue_lifecycle(sb_fleet_ctx_t *ctx, const char *instance_id, const char *from,
                            const char *to, const char *kind, const char *event,
                            const char *description, const char *payload, char *job_id,
                            sb_error_t *err) {
   if (sb_db_begin(ctx->db, err) != 0) return -1;
   const char *p[] = {instance_id};
-  PGresult *res = sb_db_query(ctx->db, "SELECT status FROM instances WHERE id = $1 FOR UPDATE", 1,
-                              p, err);
+  PGresult *res = sb_db_query(ctx->db,
+                              "SELECT status, CASE WHEN status IN " HOLDS_CAPACITY " THEN "
+                              "shared_rds_id::text END FROM instances WHERE id = $1 FOR UPDATE",
+                              1, p, err);
   if (!res) {
     if (strcmp(err->sqlstate, "22P02") == 0) fail_code(err, SB_ERR_NOT_FOUND, "no instance %.40s", instance_id);
     goto fail;
@@ -512,8 +516,9 @@ static int queue_lifecycle(sb_fleet_ctx_t *ctx, const char *instance_id, const c
     fail_code(err, SB_ERR_NOT_FOUND, "no instance %.40s", instance_id);
     goto fail;
   }
-  char status[16];
+  char status[16], place[37];
   snprintf(status, sizeof status, "%s", PQgetvalue(res, 0, 0));
+  snprintf(place, sizeof place, "%s", PQgetvalue(res, 0, 1));
   PQclear(res);
   char needle[20];
   snprintf(needle, sizeof needle, "'%s'", status);
@@ -531,7 +536,7 @@ static int queue_lifecycle(sb_fleet_ctx_t *ctx, const char *instance_id, const c
   char dedupe[64];
   snprintf(dedupe, sizeof dedupe, "lifecycle:%s", instance_id);
   sb_job_enqueue_t j = {.kind = kind, .instance_id = instance_id, .dedupe_key = dedupe,
-                        .payload = payload};
+                        .payload = payload, .shared_rds_id = place[0] ? place : NULL};
   bool created;
   if (sb_jobs_enqueue(ctx->db, &j, job_id, &created, err) != 0) goto fail;
   if (!created) {
@@ -728,13 +733,18 @@ done:
   return out;
 }
 
-/* Marks an instance failed for good and gives back its place. */
+/* Marks an instance failed for good and gives back its place; may run inside the
+ * caller's transaction (a job dying). An instance that is gone is nothing to do. */
 static int mark_failed(sb_fleet_ctx_t *ctx, const char *id, const char *reason, sb_error_t *err) {
   sb_error_t e2;
+  int depth = ctx->db->tx_depth;
   if (sb_db_begin(ctx->db, &e2) != 0) return -1;
   instance_row_t row;
   int rc = -1;
-  if (load_instance(ctx, id, &row, true, false, &e2) != 0) goto done;
+  if (load_instance(ctx, id, &row, true, false, &e2) != 0) {
+    if (strcmp(e2.sqlstate, SB_ERR_NOT_FOUND) == 0) rc = 0;
+    goto done;
+  }
   if (strcmp(row.status, "requested") != 0 && strcmp(row.status, "provisioning") != 0) {
     rc = 0;
     goto done;
@@ -748,7 +758,7 @@ static int mark_failed(sb_fleet_ctx_t *ctx, const char *id, const char *reason, 
     goto done;
   rc = sb_db_commit(ctx->db, &e2);
 done:
-  if (ctx->db->tx_depth > 0) sb_db_rollback(ctx->db, NULL);
+  if (ctx->db->tx_depth > depth) sb_db_rollback(ctx->db, NULL);
   if (rc != 0) sb_error_set(err, "%s (and marking it failed: %s)", reason, e2.msg);
   return rc;
 }
@@ -795,13 +805,7 @@ static sb_job_outcome_t job_provision(sb_fleet_ctx_t *ctx, const sb_job_t *job, 
                                                 row.password, err);
   forget_instance(&row);
   if (rc != 0) {
-    forget_server(&srv);
-    if (job->attempts >= job->max_attempts) {
-      char reason[600];
-      snprintf(reason, sizeof reason, "provisioning failed: %s", err->msg);
-      mark_failed(ctx, job->instance_id, reason, err);
-      return SB_JOB_FAIL;
-    }
+    forget_server(&srv); /* after the last attempt, sb_fleet_job_dead fails the instance */
     return SB_JOB_RETRY;
   }
   /* The database exists: the instance is active (only if still provisioning). */
@@ -928,10 +932,30 @@ done:
   return rc;
 }
 
-static sb_job_outcome_t job_deprovision(sb_fleet_ctx_t *ctx, const sb_job_t *job, sb_error_t *err) {
+static sb_job_outcome_t job_deprovision(sb_fleet_ctx_t *ctx, const sb_job_t *job, int *delay,
+                                        sb_error_t *err) {
   instance_row_t row;
   if (load_instance(ctx, job->instance_id, &row, false, false, err) != 0) return SB_JOB_RETRY;
   if (strcmp(row.status, "deleting") != 0) return SB_JOB_DONE;
+  /* Never beside the provisioning job: its database_create would make again what this
+   * drops. It sees `deleting` and stops; it is made to run now if it waits. No new one
+   * can come: an instance gets one provisioning job, with its request. */
+  const char *pp[] = {job->instance_id};
+  PGresult *pres = sb_db_query(ctx->db,
+                               "WITH nudge AS (UPDATE jobs SET run_at = now() "
+                               "  WHERE dedupe_key = 'provision:' || $1 AND status = 'queued' "
+                               "  AND run_at > now() RETURNING id) "
+                               "SELECT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = "
+                               "'provision:' || $1 AND status IN ('queued', 'running'))",
+                               1, pp, err);
+  if (!pres) return SB_JOB_RETRY;
+  bool provisioning = PQgetvalue(pres, 0, 0)[0] == 't';
+  PQclear(pres);
+  if (provisioning) {
+    *delay = 1;
+    sb_error_set(err, "waiting for the provisioning job of %s to finish", job->instance_id);
+    return SB_JOB_WAIT;
+  }
   bool has_server = row.shared[0] || row.dedicated[0];
   if (has_server) {
     sb_server_t srv;
@@ -978,7 +1002,7 @@ static sb_job_outcome_t job_deprovision(sb_fleet_ctx_t *ctx, const sb_job_t *job
   bool moved = PQntuples(res) == 1;
   PQclear(res);
   if (moved) {
-    if (release_capacity(ctx, row.shared, err) != 0) goto fail;
+    if (release_capacity(ctx, job->shared_rds_id, err) != 0) goto fail;
     if (row.dedicated[0]) {
       const char *dp[] = {row.dedicated};
       if (sb_db_exec_params(ctx->db,
@@ -1114,6 +1138,83 @@ static sb_job_outcome_t job_health_checks(sb_fleet_ctx_t *ctx, sb_error_t *err) 
   return rc == 0 ? SB_JOB_DONE : SB_JOB_RETRY;
 }
 
+/* Starts a created server of this engine's driver that is down, and writes back the
+ * ports it came up on. */
+static int restart_server(sb_fleet_ctx_t *ctx, tier_t tier, const char *id, sb_server_t *srv,
+                          sb_error_t *err) {
+  if (ctx->driver->server_ensure_running(ctx->driver, srv, err) != 0) return -1;
+  return save_endpoint(ctx, tier, id, srv, err);
+}
+
+/* Whether this engine's driver runs the server (the only one that can restart it). */
+static bool driven_here(sb_fleet_ctx_t *ctx, tier_t tier, const char *id) {
+  char *sql = sb_xasprintf("SELECT 1 FROM %s WHERE id = $1 AND driver = $2", server_table(tier));
+  const char *p[] = {id, ctx->driver->name};
+  PGresult *res = sb_db_query(ctx->db, sql, 2, p, NULL);
+  free(sql);
+  bool ours = res && PQntuples(res) == 1;
+  if (res) PQclear(res);
+  return ours;
+}
+
+/* Writes a probe's result on the server's row, with server.degraded on its first failure
+ * and server.recovered when a degraded one answers again. */
+static int record_health(sb_fleet_ctx_t *ctx, tier_t tier, const char *id, const char *name,
+                         const sb_server_health_t *h, bool was_degraded, sb_error_t *err) {
+  bool shared = tier == TIER_SHARED;
+  char dbs[16], gb[32], latency[32];
+  snprintf(dbs, sizeof dbs, "%d", h->databases);
+  snprintf(gb, sizeof gb, "%.3f", (double)h->total_bytes / 1073741824.0);
+  snprintf(latency, sizeof latency, "%.2f", h->latency_ms);
+  if (sb_db_begin(ctx->db, err) != 0) return -1;
+  char *sql;
+  PGresult *res;
+  if (h->ok) {
+    sql = sb_xasprintf("UPDATE %s SET last_health_check_at = now(), last_health_error = NULL, "
+                       "consecutive_failures = 0, storage_used_gb = $2%s, "
+                       "status = CASE WHEN status = 'degraded' THEN 'active' ELSE status END "
+                       "WHERE id = $1",
+                       server_table(tier), shared ? ", observed_databases = $3" : "");
+    const char *p[] = {id, gb, dbs};
+    res = sb_db_query(ctx->db, sql, shared ? 3 : 2, p, err);
+  } else {
+    sql = sb_xasprintf("UPDATE %s SET last_health_check_at = now(), last_health_error = $2, "
+                       "consecutive_failures = consecutive_failures + 1, status = 'degraded' "
+                       "WHERE id = $1",
+                       server_table(tier));
+    const char *p[] = {id, h->error};
+    res = sb_db_query(ctx->db, sql, 2, p, err);
+  }
+  free(sql);
+  if (!res) goto fail;
+  PQclear(res);
+  char payload[768];
+  if (h->ok && was_degraded) {
+    snprintf(payload, sizeof payload, "{\"latency_ms\": %s, \"databases\": %d}", latency,
+             h->databases);
+    if (emit(ctx, "server.recovered", NULL, shared ? id : NULL, "Server healthy again", payload,
+             NULL, err) != 0)
+      goto fail;
+  } else if (!h->ok && !was_degraded) {
+    sb_warn("fleet", "server %s failed its health check: %s", name, h->error);
+    const char *ep[] = {shared ? id : NULL, h->error, name};
+    if (sb_db_exec_params(ctx->db,
+                          "INSERT INTO instance_events (event_type, shared_rds_id, description, "
+                          "payload, actor) VALUES ('server.degraded', $1, "
+                          "'Server failed its health check; no new databases until it recovers', "
+                          "jsonb_build_object('error', $2::text, 'server', $3::text), 'engine')",
+                          3, ep, err) != 0)
+      goto fail;
+  }
+  return sb_db_commit(ctx->db, err);
+fail:
+  sb_db_rollback(ctx->db, NULL);
+  return -1;
+}
+
+/* Probes a server. One that fails is marked degraded first (so the record holds even if
+ * what follows hangs); when this engine's driver runs it, it is started again and
+ * probed once more. */
 static sb_job_outcome_t job_health_check(sb_fleet_ctx_t *ctx, const sb_job_t *job,
                                          sb_error_t *err) {
   bool shared = job->shared_rds_id[0] != '\0';
@@ -1130,58 +1231,30 @@ static sb_job_outcome_t job_health_check(sb_fleet_ctx_t *ctx, const sb_job_t *jo
   sb_server_t srv;
   char status[16];
   if (load_server(ctx, tier, id, &srv, status, err) != 0) return SB_JOB_FAIL;
+  sb_job_outcome_t out = SB_JOB_FAIL;
   sb_server_health_t h = {0};
-  int rc = ctx->driver->server_probe(ctx->driver, &srv, &h, err);
-  forget_server(&srv);
-  if (rc != 0) return SB_JOB_FAIL;
-  char dbs[16], gb[32], latency[32];
-  snprintf(dbs, sizeof dbs, "%d", h.databases);
-  snprintf(gb, sizeof gb, "%.3f", (double)h.total_bytes / 1073741824.0);
-  snprintf(latency, sizeof latency, "%.2f", h.latency_ms);
-  if (sb_db_begin(ctx->db, err) != 0) return SB_JOB_RETRY;
-  char *sql;
-  PGresult *res;
-  if (h.ok) {
-    sql = sb_xasprintf("UPDATE %s SET last_health_check_at = now(), last_health_error = NULL, "
-                       "consecutive_failures = 0, storage_used_gb = $2%s, "
-                       "status = CASE WHEN status = 'degraded' THEN 'active' ELSE status END "
-                       "WHERE id = $1",
-                       server_table(tier), shared ? ", observed_databases = $3" : "");
-    const char *p[] = {id, gb, dbs};
-    res = sb_db_query(ctx->db, sql, shared ? 3 : 2, p, err);
-  } else {
-    sql = sb_xasprintf("UPDATE %s SET last_health_check_at = now(), last_health_error = $2, "
-                       "consecutive_failures = consecutive_failures + 1, status = 'degraded' "
-                       "WHERE id = $1",
-                       server_table(tier));
-    const char *p[] = {id, h.error};
-    res = sb_db_query(ctx->db, sql, 2, p, err);
-  }
-  free(sql);
-  if (!res) goto fail;
-  PQclear(res);
+  if (ctx->driver->server_probe(ctx->driver, &srv, &h, err) != 0) goto done;
   bool was_degraded = strcmp(status, "degraded") == 0;
-  char payload[768];
-  if (h.ok && was_degraded) {
-    snprintf(payload, sizeof payload, "{\"latency_ms\": %s, \"databases\": %d}", latency, h.databases);
-    if (emit(ctx, "server.recovered", NULL, shared ? id : NULL, "Server healthy again", payload,
-             NULL, err) != 0)
-      goto fail;
-  } else if (!h.ok && !was_degraded) {
-    sb_warn("fleet", "server %s failed its health check: %s", srv.name, h.error);
-    const char *ep[] = {shared ? id : NULL, h.error, srv.name};
-    if (sb_db_exec_params(ctx->db,
-                          "INSERT INTO instance_events (event_type, shared_rds_id, description, "
-                          "payload, actor) VALUES ('server.degraded', $1, "
-                          "'Server failed its health check; no new databases until it recovers', "
-                          "jsonb_build_object('error', $2::text, 'server', $3::text), 'engine')",
-                          3, ep, err) != 0)
-      goto fail;
+  if (!h.ok) {
+    out = SB_JOB_RETRY;
+    if (record_health(ctx, tier, id, srv.name, &h, was_degraded, err) != 0) goto done;
+    was_degraded = true;
+    out = SB_JOB_DONE;
+    sb_error_t e2;
+    if (!driven_here(ctx, tier, id)) goto done;
+    if (restart_server(ctx, tier, id, &srv, &e2) != 0) {
+      sb_warn("fleet", "cannot restart server %s: %s", srv.name, e2.msg);
+      goto done;
+    }
+    sb_info("fleet", "restarted server %s after a failed health check", srv.name);
+    memset(&h, 0, sizeof h);
+    if (ctx->driver->server_probe(ctx->driver, &srv, &h, &e2) != 0 || !h.ok) goto done;
   }
-  return sb_db_commit(ctx->db, err) == 0 ? SB_JOB_DONE : SB_JOB_RETRY;
-fail:
-  sb_db_rollback(ctx->db, NULL);
-  return SB_JOB_RETRY;
+  out = record_health(ctx, tier, id, srv.name, &h, was_degraded, err) == 0 ? SB_JOB_DONE
+                                                                            : SB_JOB_RETRY;
+done:
+  forget_server(&srv);
+  return out;
 }
 
 /* Asks the placement policy whether the fleet needs another shared server now (the spec:
@@ -1230,7 +1303,7 @@ sb_job_outcome_t sb_fleet_run_job(sb_fleet_ctx_t *ctx, const sb_job_t *job, int 
   if (strcmp(job->kind, "instance.provision") == 0) return job_provision(ctx, job, delay_s, err);
   if (strcmp(job->kind, "instance.suspend") == 0) return job_set_login(ctx, job, false, err);
   if (strcmp(job->kind, "instance.resume") == 0) return job_set_login(ctx, job, true, err);
-  if (strcmp(job->kind, "instance.deprovision") == 0) return job_deprovision(ctx, job, err);
+  if (strcmp(job->kind, "instance.deprovision") == 0) return job_deprovision(ctx, job, delay_s, err);
   if (strcmp(job->kind, "server.create") == 0) return job_server_create(ctx, job, err);
   if (strcmp(job->kind, "fleet.health_checks") == 0) return job_health_checks(ctx, err);
   if (strcmp(job->kind, "server.health_check") == 0) return job_health_check(ctx, job, err);
@@ -1238,6 +1311,16 @@ sb_job_outcome_t sb_fleet_run_job(sb_fleet_ctx_t *ctx, const sb_job_t *job, int 
   if (strcmp(job->kind, "jobs.cleanup") == 0) return job_cleanup(ctx, err);
   sb_error_set(err, "no handler for jobs of kind %s", job->kind);
   return SB_JOB_FAIL;
+}
+
+int sb_fleet_job_dead(void *ud, sb_db_t *db, const sb_job_t *job, const char *error,
+                      sb_error_t *err) {
+  if (strcmp(job->kind, "instance.provision") != 0 || !job->instance_id[0]) return 0;
+  sb_fleet_ctx_t ctx = *(sb_fleet_ctx_t *)ud;
+  ctx.db = db;
+  char reason[600];
+  snprintf(reason, sizeof reason, "provisioning failed: %s", error);
+  return mark_failed(&ctx, job->instance_id, reason, err);
 }
 
 char *sb_instance_credentials(sb_fleet_ctx_t *ctx, const char *instance_id, sb_error_t *err) {
@@ -1275,8 +1358,7 @@ int sb_fleet_restart_servers(sb_fleet_ctx_t *ctx, sb_error_t *err) {
     sb_server_t srv;
     sb_error_t e;
     if (load_server(ctx, tier, id, &srv, NULL, &e) != 0 ||
-        ctx->driver->server_ensure_running(ctx->driver, &srv, &e) != 0 ||
-        save_endpoint(ctx, tier, id, &srv, &e) != 0) {
+        restart_server(ctx, tier, id, &srv, &e) != 0) {
       sb_warn("fleet", "cannot restart server %s: %s", id, e.msg);
       failed++;
     }

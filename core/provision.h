@@ -78,6 +78,11 @@ char *sb_instance_credentials(sb_fleet_ctx_t *ctx, const char *instance_id, sb_e
 /* Runs a job of any kind this module knows; err holds the reason on failure. */
 sb_job_outcome_t sb_fleet_run_job(sb_fleet_ctx_t *ctx, const sb_job_t *job, int *delay_s,
                                   sb_error_t *err);
+/* An sb_job_dead_fn (jobs.h), ud an sb_fleet_ctx_t whose db is replaced by db: a
+ * provisioning job that dies fails its instance, with the job's last error as the
+ * reason, and gives back the place it held. Other kinds leave nothing behind. */
+int sb_fleet_job_dead(void *ud, sb_db_t *db, const sb_job_t *job, const char *error,
+                      sb_error_t *err);
 /* Starts every local server of the fleet again (after the engine or machine
  * restarted); ports may move and are written back. */
 int sb_fleet_restart_servers(sb_fleet_ctx_t *ctx, sb_error_t *err);

@@ -11,8 +11,16 @@
  *                database on its server exactly once, counters exact.
  *   lifecycle    suspend ends sessions and refuses logins; resume; deprovision takes a
  *                final backup, drops the database and role and gives the place back.
- *   health       a server that stops answering is marked degraded (with an event) and
- *                gets no new databases; when it answers again it recovers.
+ *   failed       an instance whose server refuses fails with a reason and gives its
+ *                place back; deleting it later does not give it back again.
+ *   delete race  20 requests each deleted while provisioning: every one ends deleted
+ *                with no database or role left on the server, counters exact; a
+ *                deletion waits for the provisioning job that runs.
+ *   dead job     a provisioning job that dies (a placement policy that raises) fails its
+ *                instance with the job's error; its retry and death are events.
+ *   health       a server that stops answering is marked degraded (with an event), the
+ *                engine starts it again and it recovers; a degraded server gets no new
+ *                databases.
  *   reload       a policy edited to a broken version is refused while the engine runs
  *                (a policy.reload_failed event), and the engine keeps working.
  *
@@ -149,6 +157,48 @@ static char *provision(const char *user, const char *plan, const char *sub) {
   return sb_xstrdup(out.instance_id);
 }
 
+/* Runs one queued job in this process, as an engine's worker does: claimed under an
+ * engine id of its own, run, its outcome recorded (a dead job's instance given up). */
+static void run_job_here(const char *job_id) {
+  sb_error_t err;
+  sb_db_t *life = sb_db_connect(url, NULL, "test engine", &err);
+  assert_non_null(life);
+  long eid;
+  assert_int_equal(sb_engine_register(life, &eid, &err), 0);
+  char e[32];
+  snprintf(e, sizeof e, "%ld", eid);
+  const char *p[] = {job_id, e};
+  PGresult *res = sbtest_query(db,
+                               "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+                               "locked_by = $2, locked_at = now() WHERE id = $1 AND status = 'queued' "
+                               "RETURNING id, kind, coalesce(instance_id::text, ''), "
+                               "coalesce(shared_rds_id::text, ''), payload, attempts, max_attempts",
+                               2, p);
+  assert_int_equal(PQntuples(res), 1);
+  sb_job_t job = {0};
+  snprintf(job.id, sizeof job.id, "%s", PQgetvalue(res, 0, 0));
+  snprintf(job.kind, sizeof job.kind, "%s", PQgetvalue(res, 0, 1));
+  snprintf(job.instance_id, sizeof job.instance_id, "%s", PQgetvalue(res, 0, 2));
+  snprintf(job.shared_rds_id, sizeof job.shared_rds_id, "%s", PQgetvalue(res, 0, 3));
+  job.payload = sb_xstrdup(PQgetvalue(res, 0, 4));
+  job.attempts = atoi(PQgetvalue(res, 0, 5));
+  job.max_attempts = atoi(PQgetvalue(res, 0, 6));
+  PQclear(res);
+  sb_policy_engine_t *pe = sb_policy_engine_new(policies, &err);
+  sb_fleet_ctx_t ctx = {db, pe, driver, keys, "engine"};
+  int delay = 0;
+  sb_error_clear(&err);
+  sb_job_outcome_t o = sb_fleet_run_job(&ctx, &job, &delay, &err);
+  sb_error_t ferr;
+  if (sb_jobs_finish(db, eid, &job, o, err.msg[0] ? err.msg : NULL, delay, sb_fleet_job_dead,
+                     &ctx, &ferr) != 0)
+    fail_msg("recording job %s: %s", job.id, ferr.msg);
+  sb_job_clear(&job);
+  sb_policy_engine_free(pe);
+  assert_int_equal(sb_engine_unregister(life, eid, &err), 0);
+  sb_db_free(life);
+}
+
 /* Every server: never over capacity, and its counter equals the instances holding a
  * place on it. */
 static void assert_counters_exact(void) {
@@ -167,8 +217,8 @@ static void assert_counters_exact(void) {
   PQclear(res);
 }
 
-/* Every tenant database on every server exactly once: the databases each server has
- * are exactly the active instances placed on it. */
+/* Every tenant database and role on every server exactly once: the databases and roles
+ * each server has are exactly those of the active instances placed on it. */
 static void assert_databases_match(void) {
   PGresult *res = sbtest_query(db, "SELECT id FROM shared_rds_instances WHERE status = 'active'",
                                0, NULL);
@@ -207,6 +257,19 @@ static void assert_databases_match(void) {
                                    1, p);
     if (strcmp(on_server, expected) != 0)
       fail_msg("server %s has databases [%s], the instances there are [%s]", sid, on_server, expected);
+    free(on_server);
+    free(expected);
+    on_server = sbtest_scalar(sdb,
+                              "SELECT coalesce(string_agg(rolname, ',' ORDER BY rolname), '') "
+                              "FROM pg_roles WHERE rolname LIKE 'user\\_%'",
+                              0, NULL);
+    expected = sbtest_scalar(db,
+                             "SELECT coalesce(string_agg(database_user, ',' ORDER BY "
+                             "database_user), '') FROM instances WHERE shared_rds_id = $1 "
+                             "AND status IN ('active', 'suspended')",
+                             1, p);
+    if (strcmp(on_server, expected) != 0)
+      fail_msg("server %s has roles [%s], the instances there are [%s]", sid, on_server, expected);
     free(on_server);
     free(expected);
     sb_db_free(sdb);
@@ -525,6 +588,216 @@ static void test_suspend_resume_deprovision(void **state) {
   free(before_count), free(after_count), free(id), free(user);
 }
 
+/* ---- failed, then deleted: the place given back once ------------------------------------ */
+
+static void test_failed_instance_deleted_gives_place_back_once(void **state) {
+  char *user = new_user(1);
+  engines[0] = start_engine();
+  char *kept = provision(user, "starter", "kept");
+  WAIT_FOR("SELECT count(*) = 1 FROM instances WHERE status = 'active'", 60);
+  stop_engine(&engines[0], SIGTERM);
+  /* The server refuses: its PostgreSQL is down, and nothing here starts it again. */
+  char *sid = scalar("SELECT id FROM shared_rds_instances");
+  char *name = scalar("SELECT rds_instance_id FROM shared_rds_instances");
+  sb_server_t srv = {0};
+  snprintf(srv.name, sizeof srv.name, "%s", name);
+  srv.pooler = true;
+  sb_error_t err;
+  assert_int_equal(driver->server_stop(driver, &srv, &err), 0);
+  char *id = provision(user, "starter", "doomed");
+  const char *ip[] = {id};
+  char *placed = sbtest_scalar(db, "SELECT status || ' ' || shared_rds_id FROM instances "
+                                   "WHERE id = $1", 1, ip);
+  char *want = sb_xasprintf("provisioning %s", sid);
+  assert_string_equal(placed, want);
+  assert_counters_exact();
+  PQclear(sbtest_query(db, "UPDATE jobs SET max_attempts = 1 WHERE instance_id = $1", 1, ip));
+  char *job = sbtest_scalar(db, "SELECT id FROM jobs WHERE instance_id = $1", 1, ip);
+  run_job_here(job);
+  assert_int_equal(scalar_long("SELECT count(*) FROM jobs WHERE status = 'dead'"), 1);
+  char *reason = sbtest_scalar(db, "SELECT status || ': ' || status_reason FROM instances "
+                                   "WHERE id = $1", 1, ip);
+  assert_true(strncmp(reason, "failed: provisioning failed: ", 29) == 0);
+  assert_counters_exact();
+
+  /* The server answers again; deleting the failed instance leaves the counter exact. */
+  sb_fleet_ctx_t ctx = request_ctx(db, NULL);
+  ctx.driver = driver;
+  assert_int_equal(sb_fleet_restart_servers(&ctx, &err), 0);
+  char jid[37];
+  assert_int_equal(sb_instance_deprovision(&ctx, id, jid, &err), 0);
+  engines[0] = start_engine();
+  char *deleted = sb_xasprintf("SELECT status = 'deleted' FROM instances WHERE id = '%s'", id);
+  WAIT_FOR(deleted, 60);
+  assert_counters_exact();
+  assert_int_equal(scalar_long("SELECT current_databases FROM shared_rds_instances"), 1);
+  assert_databases_match();
+  free(deleted), free(reason), free(job), free(want), free(placed), free(id);
+  free(name), free(sid), free(kept), free(user);
+}
+
+/* ---- delete at once, while provisioning ---------------------------------------------------- */
+
+#define RACES 20
+
+typedef struct racer {
+  int n;
+  const char *user;
+  char error[300];
+} racer_t;
+
+/* Requests an instance and deletes it once its provisioning job runs, 0 to 95 ms later
+ * (a different delay for each), so deletions land while the database is being made. */
+static void *request_and_delete(void *arg) {
+  racer_t *r = arg;
+  sb_error_t err;
+  sb_db_t *conn = sb_db_connect(url, NULL, "test racer", &err);
+  sb_policy_engine_t *pe = sb_policy_engine_new(policies, &err);
+  sb_fleet_ctx_t ctx = request_ctx(conn, pe);
+  char sub[32], job[37];
+  snprintf(sub, sizeof sub, "race-%d", r->n);
+  sb_provision_request_t req = {r->user, "starter", sub, sub, NULL};
+  sb_provision_result_t out;
+  if (sb_provision_request(&ctx, &req, &out, &err) != 0) {
+    snprintf(r->error, sizeof r->error, "%s: %s", sub, err.msg);
+    goto done;
+  }
+  const char *jp[] = {out.job_id};
+  for (int i = 0; i < 5000; i++) {
+    char *st = sbtest_scalar(conn, "SELECT status FROM jobs WHERE id = $1", 1, jp);
+    bool queued = strcmp(st, "queued") == 0;
+    free(st);
+    if (!queued) break;
+    usleep(2000);
+  }
+  usleep((useconds_t)(r->n * 5000));
+  if (sb_instance_deprovision(&ctx, out.instance_id, job, &err) != 0)
+    snprintf(r->error, sizeof r->error, "%s: %s", sub, err.msg);
+done:
+  sb_policy_engine_free(pe);
+  sb_db_free(conn);
+  return NULL;
+}
+
+static void test_delete_while_provisioning(void **state) {
+  char *user = new_user(1);
+  engines[0] = start_engine();
+  engines[1] = start_engine();
+  char *base = provision(user, "starter", "base");
+  WAIT_FOR("SELECT count(*) = 1 FROM instances WHERE status = 'active'", 60);
+  /* Room for all of them on the one server, so each is provisioning when deleted. */
+  PQclear(sbtest_query(db, "UPDATE shared_rds_instances SET max_databases = 100", 0, NULL));
+  pthread_t th[RACES];
+  racer_t r[RACES];
+  for (int i = 0; i < RACES; i++) {
+    r[i] = (racer_t){.n = i, .user = user};
+    pthread_create(&th[i], NULL, request_and_delete, &r[i]);
+  }
+  for (int i = 0; i < RACES; i++) {
+    pthread_join(th[i], NULL);
+    if (r[i].error[0]) fail_msg("%s", r[i].error);
+  }
+  WAIT_FOR("SELECT count(*) = 20 FROM instances WHERE subdomain LIKE 'race-%' "
+           "AND status = 'deleted'", 120);
+  assert_int_equal(scalar_long("SELECT count(*) FROM jobs WHERE status = 'dead'"), 0);
+  assert_counters_exact();
+  assert_int_equal(scalar_long("SELECT current_databases FROM shared_rds_instances"), 1);
+  assert_databases_match();
+
+  /* The same, step by step: while a provisioning job runs (held by an engine of this
+   * process that lives), its instance's deletion waits for it. */
+  stop_engines();
+  char *id = provision(user, "starter", "held");
+  const char *ip[] = {id};
+  char *pjob = sbtest_scalar(db, "SELECT id FROM jobs WHERE instance_id = $1", 1, ip);
+  sb_error_t err;
+  sb_db_t *life = sb_db_connect(url, NULL, "test engine", &err);
+  assert_non_null(life);
+  long eid;
+  assert_int_equal(sb_engine_register(life, &eid, &err), 0);
+  char e[32];
+  snprintf(e, sizeof e, "%ld", eid);
+  const char *hp[] = {pjob, e};
+  PQclear(sbtest_query(db, "UPDATE jobs SET status = 'running', attempts = 1, locked_by = $2 "
+                           "WHERE id = $1", 2, hp));
+  sb_fleet_ctx_t ctx = request_ctx(db, NULL);
+  char djob[37];
+  assert_int_equal(sb_instance_deprovision(&ctx, id, djob, &err), 0);
+  run_job_here(djob);
+  char *status = sbtest_scalar(db, "SELECT status FROM instances WHERE id = $1", 1, ip);
+  assert_string_equal(status, "deleting");
+  free(status);
+  /* The provisioning job's next run sees the deletion and makes nothing; then the
+   * deletion goes ahead. */
+  PQclear(sbtest_query(db, "UPDATE jobs SET status = 'queued', locked_by = NULL WHERE id = $1",
+                       1, hp));
+  assert_int_equal(sb_engine_unregister(life, eid, &err), 0);
+  sb_db_free(life);
+  run_job_here(pjob);
+  run_job_here(djob);
+  status = sbtest_scalar(db, "SELECT status FROM instances WHERE id = $1", 1, ip);
+  assert_string_equal(status, "deleted");
+  assert_counters_exact();
+  assert_int_equal(scalar_long("SELECT current_databases FROM shared_rds_instances"), 1);
+  assert_databases_match();
+  free(status), free(pjob), free(id), free(base), free(user);
+}
+
+/* ---- a provisioning job that dies ---------------------------------------------------------- */
+
+static void test_dead_provision_job_fails_instance(void **state) {
+  char *user = new_user(1);
+  /* Requested (no server yet), with the new server it asked for taken away: the
+   * engine's placement is all that can happen to it. */
+  char *id = provision(user, "starter", "unplaceable");
+  const char *ip[] = {id};
+  PQclear(sbtest_query(db, "DELETE FROM jobs WHERE kind = 'server.create'", 0, NULL));
+  PQclear(sbtest_query(db, "UPDATE jobs SET max_attempts = 2 WHERE instance_id = $1", 1, ip));
+  /* The engine's placement policy raises on an empty fleet (its examples still hold). */
+  char *pol = sb_xasprintf("%s/policies/placement.lua", work);
+  sb_error_t err;
+  char *good = sb_read_file(pol, NULL, &err);
+  assert_non_null(good);
+  const char *anchor = "function M.place(input)\n";
+  char *at = strstr(good, anchor);
+  assert_non_null(at);
+  char *broken = sb_xasprintf("%.*s%s  if #(input.servers or {}) == 0 and not input.opening then\n"
+                              "    error(\"placement is broken\")\n  end\n%s",
+                              (int)(at - good), good, anchor, at + strlen(anchor));
+  assert_int_equal(sb_write_file_atomic(pol, broken, strlen(broken), 0644, &err), 0);
+  engines[0] = start_engine();
+  char *failed = sb_xasprintf("SELECT status = 'failed' FROM instances WHERE id = '%s'", id);
+  bool ended = wait_for(failed, 60);
+  stop_engine(&engines[0], SIGTERM);
+  assert_int_equal(sb_write_file_atomic(pol, good, strlen(good), 0644, &err), 0);
+  if (!ended) {
+    dump_logs();
+    fail_msg("the instance did not fail");
+  }
+  char *reason = sbtest_scalar(db, "SELECT status_reason FROM instances WHERE id = $1", 1, ip);
+  if (!strstr(reason, "provisioning failed: ") || !strstr(reason, "placement is broken"))
+    fail_msg("reason: %s", reason);
+  /* Its first failure was retried, with an event; then it died, with an event. */
+  PGresult *ev = sbtest_query(db,
+                              "SELECT event_type, payload->>'attempt', payload->>'error', "
+                              "payload->>'run_at' IS NOT NULL FROM instance_events "
+                              "WHERE instance_id = $1 AND event_type LIKE 'job.%' ORDER BY seq",
+                              1, ip);
+  assert_int_equal(PQntuples(ev), 2);
+  assert_string_equal(PQgetvalue(ev, 0, 0), "job.retry");
+  assert_string_equal(PQgetvalue(ev, 0, 1), "1");
+  assert_non_null(strstr(PQgetvalue(ev, 0, 2), "placement is broken"));
+  assert_string_equal(PQgetvalue(ev, 0, 3), "t");
+  assert_string_equal(PQgetvalue(ev, 1, 0), "job.dead");
+  PQclear(ev);
+  char *fails = sbtest_scalar(db, "SELECT count(*) FROM instance_events WHERE instance_id = $1 "
+                                 "AND event_type = 'failed'", 1, ip);
+  assert_string_equal(fails, "1");
+  free(fails);
+  assert_counters_exact();
+  free(reason), free(failed), free(broken), free(good), free(pol), free(id), free(user);
+}
+
 /* ---- health checks -------------------------------------------------------------------- */
 
 static void test_failing_server_is_degraded_and_recovers(void **state) {
@@ -534,33 +807,42 @@ static void test_failing_server_is_degraded_and_recovers(void **state) {
   WAIT_FOR("SELECT count(*) = 1 FROM instances WHERE status = 'active'", 60);
   char *sid = scalar("SELECT id FROM shared_rds_instances LIMIT 1");
   char *name = scalar("SELECT rds_instance_id FROM shared_rds_instances LIMIT 1");
-  sb_server_t srv = {0};
-  snprintf(srv.name, sizeof srv.name, "%s", name);
-  srv.pooler = true;
+  /* Its PostgreSQL stops at once, as `pg_ctl stop -m immediate` stops it (SIGQUIT to the
+   * postmaster); PgBouncer stays up. */
   sb_error_t err;
-  assert_int_equal(driver->server_stop(driver, &srv, &err), 0);
-  /* Health checks run every 2 s in this test (the spec's 5 minutes, configured). */
-  WAIT_FOR("SELECT status = 'degraded' FROM shared_rds_instances", 30);
-  WAIT_FOR("SELECT count(*) = 1 FROM instance_events WHERE event_type = 'server.degraded'", 10);
+  char *base = sb_cluster_base_dir(&err);
+  assert_non_null(base);
+  char *pidfile = sb_xasprintf("%s/servers/%s/data/postmaster.pid", base, name);
+  char *text = sb_read_file(pidfile, NULL, &err);
+  assert_non_null(text);
+  pid_t pm = (pid_t)atol(text);
+  assert_true(pm > 0);
+  assert_int_equal(kill(pm, SIGQUIT), 0);
+  for (int i = 0; i < 100 && kill(pm, 0) == 0; i++) usleep(50000);
+  assert_int_not_equal(kill(pm, 0), 0);
+  /* Health checks run every 2 s in this test (the spec's 5 minutes, configured): one
+   * marks it degraded, starts it again and finds it healthy. */
+  WAIT_FOR("SELECT count(*) = 1 FROM instance_events WHERE event_type = 'server.degraded'", 30);
+  char *recovered = sb_xasprintf("SELECT status = 'active' FROM shared_rds_instances WHERE id = '%s'", sid);
+  WAIT_FOR(recovered, 30);
+  WAIT_FOR("SELECT count(*) = 1 FROM instance_events WHERE event_type = 'server.recovered'", 10);
+  free(text);
+  text = sb_read_file(pidfile, NULL, &err);
+  assert_non_null(text);
+  assert_true((pid_t)atol(text) != pm);
+  assert_databases_match(); /* it answers, with its tenant */
+
   /* A degraded server gets no new databases: a request now waits for another server. */
+  stop_engine(&engines[0], SIGTERM);
+  const char *sp[] = {sid};
+  PQclear(sbtest_query(db, "UPDATE shared_rds_instances SET status = 'degraded' WHERE id = $1", 1, sp));
   char *id2 = provision(user, "starter", "health-two");
   const char *p2[] = {id2};
   char *placed = sbtest_scalar(db, "SELECT coalesce(shared_rds_id::text, 'none') FROM instances "
                                    "WHERE id = $1", 1, p2);
   assert_string_not_equal(placed, sid);
-  /* It comes back: recovered, with an event. */
-  char *port = scalar("SELECT port FROM shared_rds_instances WHERE id = (SELECT id FROM "
-                      "shared_rds_instances ORDER BY created_at LIMIT 1)");
-  sb_fleet_ctx_t ctx = request_ctx(db, NULL);
-  ctx.driver = driver;
-  assert_int_equal(sb_fleet_restart_servers(&ctx, &err), 0);
-  (void)port;
-  const char *ip[] = {sid};
-  char *recovered = sb_xasprintf("SELECT status = 'active' FROM shared_rds_instances WHERE id = '%s'", sid);
-  WAIT_FOR(recovered, 30);
-  WAIT_FOR("SELECT count(*) = 1 FROM instance_events WHERE event_type = 'server.recovered'", 10);
-  (void)ip;
-  free(recovered), free(port), free(placed), free(id2), free(sid), free(name), free(id), free(user);
+  free(recovered), free(text), free(pidfile), free(base), free(placed), free(id2);
+  free(sid), free(name), free(id), free(user);
 }
 
 /* ---- policy hot reload in a running engine -------------------------------------------- */
@@ -598,6 +880,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_capacity_under_concurrency, before, after),
       cmocka_unit_test_setup_teardown(test_kill_9_anywhere, before, after),
       cmocka_unit_test_setup_teardown(test_suspend_resume_deprovision, before, after),
+      cmocka_unit_test_setup_teardown(test_failed_instance_deleted_gives_place_back_once, before, after),
+      cmocka_unit_test_setup_teardown(test_delete_while_provisioning, before, after),
+      cmocka_unit_test_setup_teardown(test_dead_provision_job_fails_instance, before, after),
       cmocka_unit_test_setup_teardown(test_failing_server_is_degraded_and_recovers, before, after),
       cmocka_unit_test_setup_teardown(test_broken_policy_refused_while_running, before, after),
   };
