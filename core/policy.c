@@ -84,6 +84,12 @@ static const char *const hot_keys[K_N] = {
     "api_requests_today", "status", "action", "resource",
 };
 #define KEY(k) (2 + (k)) /* stack index: 1 is the message handler */
+/* The input tables of quotas.check, made once per engine and refilled on every call,
+ * so a decision allocates nothing but the policy's answer (policies are pure: they
+ * neither keep nor change their input; every field is rewritten before each call). */
+#define Q_INPUT (2 + K_N)
+#define Q_QUOTAS (3 + K_N)
+#define Q_USAGE (4 + K_N)
 
 struct sb_policy_engine {
   sb_policy_registry_t *reg; /* NULL for a scratch engine that validates files */
@@ -492,6 +498,9 @@ static sb_policy_engine_t *engine_create(sb_policy_registry_t *reg,
   lua_settop(L, 0);
   lua_pushcfunction(L, on_error); /* stays at index 1: every call's message handler */
   for (int k = 0; k < K_N; k++) lua_pushstring(L, hot_keys[k]); /* at KEY(k) */
+  lua_createtable(L, 0, 2); /* Q_INPUT */
+  lua_createtable(L, 0, 2); /* Q_QUOTAS */
+  lua_createtable(L, 0, 2); /* Q_USAGE */
   e->base = lua_gettop(L);
   return e;
 }
@@ -785,25 +794,25 @@ int sb_policy_quota_check(sb_policy_engine_t *e, const sb_quota_input_t *in,
     return -1;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->quota_fn_ref); /* fn */
-  lua_createtable(L, 0, 2);                           /* fn, input */
-  lua_pushvalue(L, KEY(K_QUOTAS));
-  lua_createtable(L, 0, 2);
   lua_pushvalue(L, KEY(K_STORAGE_GB));
   lua_pushinteger(L, in->storage_gb);
-  lua_rawset(L, -3);
+  lua_rawset(L, Q_QUOTAS);
   lua_pushvalue(L, KEY(K_API_DAILY));
   lua_pushinteger(L, in->api_requests_daily);
-  lua_rawset(L, -3);
-  lua_rawset(L, -3);
-  lua_pushvalue(L, KEY(K_USAGE));
-  lua_createtable(L, 0, 2);
+  lua_rawset(L, Q_QUOTAS);
   lua_pushvalue(L, KEY(K_STORAGE_BYTES));
   lua_pushinteger(L, in->storage_bytes);
-  lua_rawset(L, -3);
+  lua_rawset(L, Q_USAGE);
   lua_pushvalue(L, KEY(K_API_TODAY));
   lua_pushinteger(L, in->api_requests_today);
-  lua_rawset(L, -3);
-  lua_rawset(L, -3);
+  lua_rawset(L, Q_USAGE);
+  lua_pushvalue(L, KEY(K_QUOTAS));
+  lua_pushvalue(L, Q_QUOTAS);
+  lua_rawset(L, Q_INPUT);
+  lua_pushvalue(L, KEY(K_USAGE));
+  lua_pushvalue(L, Q_USAGE);
+  lua_rawset(L, Q_INPUT);
+  lua_pushvalue(L, Q_INPUT); /* fn, input */
   if (call_fn(e, "quotas", "check", NULL, err) != 0) {
     lua_settop(L, e->base);
     return -1;
