@@ -72,6 +72,10 @@ const sb_config_option_t sb_config_options[] = {
      "max_databases of a new shared server when the placement policy does not say"},
     {"api_workers", "SOLOBASE_API_WORKERS", SB_CFG_INT, OPT(api_workers), "4", false,
      "threads answering HTTP API requests, each with its own database connection"},
+    {"events_coalesce_us", "SOLOBASE_EVENTS_COALESCE_US", SB_CFG_INT, OPT(events_coalesce_us),
+     "2000", false,
+     "the event listener reads new events at most once per this many microseconds, so a "
+     "busy stream reaches each websocket in fewer, larger messages (0: on every NOTIFY)"},
     {"dashboard_dir", "SOLOBASE_DASHBOARD_DIR", SB_CFG_STRING, OPT(dashboard_dir), NULL, false,
      "static files served at / (default: HOME/examples/dashboard)"},
     {NULL, NULL, 0, 0, NULL, false, NULL},

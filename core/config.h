@@ -43,6 +43,7 @@ typedef struct sb_config {
   long pgbouncer_max_db_connections;
   long max_databases_per_server;
   long api_workers;
+  long events_coalesce_us; /* the event listener reads new events at most once per this */
   char *dashboard_dir;
   char *config_file;      /* the file that was loaded, if any */
 } sb_config_t;

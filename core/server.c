@@ -580,10 +580,11 @@ static void request_recheck(sb_httpd_t *s, ws_session_t *ws) {
 /* Closes the session when its token expires (the timer also serves the auth deadline
  * before authentication). */
 static void arm_expiry(ws_session_t *ws) {
-  if (!ws->who.expires_at) {
-    lws_set_timer_usecs(ws->wsi, LWS_SET_TIMER_USEC_CANCEL);
-    return;
-  }
+  /* A token without expiry needs no timer: the authentication timer may still fire,
+   * and finds nothing to do. (No LWS_SET_TIMER_USEC_CANCEL: libwebsockets 4.1 schedules
+   * it as "now", so cancelling from LWS_CALLBACK_TIMER made the timer fire again at once,
+   * for ever, and with 1,000 sessions a sorted insert each time ate a core.) */
+  if (!ws->who.expires_at) return;
   time_t left = ws->who.expires_at - time(NULL);
   lws_set_timer_usecs(ws->wsi, (lws_usec_t)(left > 0 ? left : 0) * LWS_USEC_PER_SEC);
 }
@@ -1039,12 +1040,25 @@ static void *listener_main(void *arg) {
   sb_db_t *db = listener_connect(s);
   /* Anything committed between start-up and LISTEN is read now. */
   if (db && fetch_events(s, db, &last, &err) != 0) sb_warn("events", "%s", err.msg);
+  /* Reads are at most one per `events_coalesce_us`: the first notification after a
+   * quiet spell is read at once, and under a busy stream the events that commit within
+   * one window reach every websocket as one message (one write per client, not one per
+   * event), which is what keeps 1,000 subscribers of 1,000 events/s within two cores. */
+  const uint64_t window_ns = (uint64_t)sb_config()->events_coalesce_us * 1000u;
+  uint64_t last_fetch = 0;
+  bool pending = false; /* notified, not yet read */
   while (db && !atomic_load(&s->stopping)) {
     struct pollfd fds[2] = {{PQsocket(db->conn), POLLIN, 0}, {s->listener_stop_fd, POLLIN, 0}};
-    int n = poll(fds, 2, 1000);
+    struct timespec wait = {1, 0};
+    if (pending) {
+      uint64_t now = sb_now_ns(), due = last_fetch + window_ns;
+      uint64_t left = due > now ? due - now : 0;
+      wait = (struct timespec){(time_t)(left / 1000000000u), (long)(left % 1000000000u)};
+    }
+    int n = ppoll(fds, 2, &wait, NULL);
     if (n < 0 && errno != EINTR) break;
     if (fds[1].revents) break;
-    bool fetch = n == 0; /* once a second anyway: a lost notification loses nothing */
+    bool fetch = n == 0 && !pending; /* once a second anyway: a lost notification loses nothing */
     if (fds[0].revents) {
       if (!PQconsumeInput(db->conn)) {
         sb_warn("events", "the event connection broke: %s", PQerrorMessage(db->conn));
@@ -1057,11 +1071,15 @@ static void *listener_main(void *arg) {
       PGnotify *nt;
       while ((nt = PQnotifies(db->conn))) {
         if (strcmp(nt->relname, "sb_tokens") == 0) token_changed(s, nt->extra);
-        else fetch = true;
+        else pending = true;
         PQfreemem(nt);
       }
     }
-    if (fetch && fetch_events(s, db, &last, &err) != 0) {
+    if (pending && sb_now_ns() >= last_fetch + window_ns) fetch = true;
+    if (!fetch) continue;
+    pending = false;
+    last_fetch = sb_now_ns();
+    if (fetch_events(s, db, &last, &err) != 0) {
       sb_warn("events", "reading new events: %s", err.msg);
       if (PQstatus(db->conn) != CONNECTION_OK) {
         sb_db_free(db);

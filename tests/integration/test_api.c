@@ -993,6 +993,51 @@ static void test_slow_client(void **state) {
   sbt_ws_free(stuck);
 }
 
+/* ---- idle websockets cost nothing ----------------------------------------------------------- */
+
+/* CPU seconds engine i has used (utime + stime of /proc/PID/stat). */
+static double engine_cpu_s(int i) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)engines[i]);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  assert_non_null(p);
+  unsigned long utime = 0, stime = 0;
+  /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+  assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                          &stime), 2);
+  return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Authenticated sessions with tokens that never expire, idle past the authentication
+ * timer: the engine sleeps. (A timer cancelled from its own callback once re-fired for
+ * ever, a core busy with 20 idle clients.) */
+static void test_idle_sessions_cost_nothing(void **state) {
+  (void)state;
+  enum { N = 20 };
+  sbt_ws_t *c[N];
+  for (int i = 0; i < N; i++) {
+    c[i] = ws_connect(0, op_token);
+    assert_string_equal(subscribe(c[i], "{\"type\":\"subscribe\",\"id\":\"s\","
+                                        "\"filter\":{\"types\":[\"test.idle\"]}}"), "");
+  }
+  sleep(11); /* past the server's 10 s authentication timer */
+  double t0 = engine_cpu_s(0);
+  sleep(2);
+  double used = engine_cpu_s(0) - t0;
+  if (used > 0.4) fail_msg("the engine used %.2f s of CPU in 2 s with %d idle websockets", used, N);
+  for (int i = 0; i < N; i++) {
+    char *m = sbt_ws_recv(c[i], 10); /* nothing they want was sent; each is still open */
+    assert_null(m);
+    assert_int_equal(sbt_ws_wait_closed(c[i], 10), -1);
+    sbt_ws_free(c[i]);
+  }
+}
+
 /* ---- revoked and expired tokens on open websockets ------------------------------------------ */
 
 static void test_token_revoked(void **state) {
@@ -1108,6 +1153,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_resume, before, after),
       cmocka_unit_test_setup_teardown(test_malformed, before, after),
       cmocka_unit_test_setup_teardown(test_slow_client, before, after),
+      cmocka_unit_test_setup_teardown(test_idle_sessions_cost_nothing, before, after),
       cmocka_unit_test_setup_teardown(test_token_revoked, before, after),
       cmocka_unit_test_setup_teardown(test_shutdown, before, after),
   };
