@@ -6,7 +6,7 @@
  *   loop       (the service thread) every wsi, every session, the event ring. Only it
  *              touches them, so none of them needs a lock.
  *   workers    an sb_api_worker_t each (connection, policy engine, Lua state). They take
- *              work from `todo` and put it back on `done`, waking the loop.
+ *              work from `queued` and put it back on `done`, waking the loop.
  *   listener   its own connection: LISTEN sb_events / sb_tokens; reads new events in
  *              commit order and hands them to the loop through `incoming`.
  *
@@ -220,7 +220,7 @@ struct sb_httpd {
   pthread_t loop_thread, listener_thread;
   pthread_t *workers;
   int nworkers;
-  queue_t todo, done;
+  queue_t queued, done;
   pthread_mutex_t incoming_mu;
   arrival_t *incoming;
   token_change_t *token_changes; /* under incoming_mu, like incoming */
@@ -537,7 +537,7 @@ static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
 
 /* ---- websocket input -------------------------------------------------------------------- */
 
-static void hand_to_workers(sb_httpd_t *s, work_t *w) { queue_push(&s->todo, w); }
+static void hand_to_workers(sb_httpd_t *s, work_t *w) { queue_push(&s->queued, w); }
 
 /* Stops reading the client's messages until a worker has answered (auth, an ownership
  * check), so a message sent right after `auth` is read once the answer is in. */
@@ -927,14 +927,15 @@ static void *worker_main(void *arg) {
   sb_error_t err;
   sb_api_worker_t *aw = NULL;
   while (!atomic_load(&s->stopped)) {
-    pthread_mutex_lock(&s->todo.mu);
-    while (!s->todo.head && !atomic_load(&s->stopped)) pthread_cond_wait(&s->todo.cv, &s->todo.mu);
-    work_t *w = s->todo.head;
+    pthread_mutex_lock(&s->queued.mu);
+    while (!s->queued.head && !atomic_load(&s->stopped))
+      pthread_cond_wait(&s->queued.cv, &s->queued.mu);
+    work_t *w = s->queued.head;
     if (w) {
-      s->todo.head = w->next;
-      if (!s->todo.head) s->todo.tail = NULL;
+      s->queued.head = w->next;
+      if (!s->queued.head) s->queued.tail = NULL;
     }
-    pthread_mutex_unlock(&s->todo.mu);
+    pthread_mutex_unlock(&s->queued.mu);
     if (!w) break;
     if (!aw) aw = sb_api_worker_new(&s->shared, &err);
     if (!aw) {
@@ -1503,7 +1504,7 @@ sb_httpd_t *sb_httpd_start(sb_engine_t *engine, sb_error_t *err) {
   s->shared.keys = sb_engine_keys(engine);
   s->shared.engine_stats = engine_stats;
   s->shared.engine_ud = engine;
-  queue_init(&s->todo);
+  queue_init(&s->queued);
   queue_init(&s->done);
   pthread_mutex_init(&s->incoming_mu, NULL);
   s->listener_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1578,13 +1579,13 @@ void sb_httpd_stop(sb_httpd_t *s) {
   uint64_t one = 1;
   ssize_t r = write(s->listener_stop_fd, &one, sizeof one);
   (void)r;
-  pthread_mutex_lock(&s->todo.mu);
-  pthread_cond_broadcast(&s->todo.cv);
-  pthread_mutex_unlock(&s->todo.mu);
+  pthread_mutex_lock(&s->queued.mu);
+  pthread_cond_broadcast(&s->queued.cv);
+  pthread_mutex_unlock(&s->queued.mu);
   for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i], NULL);
   pthread_join(s->listener_thread, NULL);
   lws_context_destroy(s->ctx);
-  for (work_t *w = queue_take_all(&s->todo), *n; w; w = n) n = w->next, work_free(w);
+  for (work_t *w = queue_take_all(&s->queued), *n; w; w = n) n = w->next, work_free(w);
   for (work_t *w = queue_take_all(&s->done), *n; w; w = n) n = w->next, work_free(w);
   for (token_change_t *t = s->token_changes, *n; t; t = n) n = t->next, free(t);
   for (arrival_t *a = s->incoming, *n; a; a = n) {
