@@ -145,6 +145,14 @@ static bool db_ready(sb_api_worker_t *w) {
   return true;
 }
 
+/* db_ready() for the websocket checks: false with err (08006) when there is no database. */
+static bool db_usable(sb_api_worker_t *w, sb_error_t *err) {
+  if (db_ready(w)) return true;
+  sb_error_set(err, "the database is not reachable");
+  memcpy(err->sqlstate, "08006", 6);
+  return false;
+}
+
 static const char as_customer_sql[] =
     "SELECT set_config('role', 'sb_api_customer', true), set_config('sb.user_id', $1, true)";
 
@@ -455,11 +463,7 @@ static void route_lifecycle(sb_api_worker_t *w, const sb_principal_t *who, const
 
 PGresult *sb_api_events_page(sb_api_worker_t *w, const sb_principal_t *who, int64_t after,
                              int64_t before, int limit, int64_t *oldest, sb_error_t *err) {
-  if (!db_ready(w)) {
-    sb_error_set(err, "the database is not reachable");
-    memcpy(err->sqlstate, "08006", 6);
-    return NULL;
-  }
+  if (!db_usable(w, err)) return NULL;
   char a[32], b[32], l[16];
   snprintf(a, sizeof a, "%lld", (long long)after);
   snprintf(b, sizeof b, "%lld", (long long)before);
@@ -586,31 +590,19 @@ static void route_metrics(sb_api_worker_t *w, sb_api_response_t *resp) {
 
 int sb_api_authenticate(sb_api_worker_t *w, const char *token, sb_principal_t *who,
                         sb_error_t *err) {
-  if (!db_ready(w)) {
-    sb_error_set(err, "the database is not reachable");
-    memcpy(err->sqlstate, "08006", 6);
-    return -1;
-  }
+  if (!db_usable(w, err)) return -1;
   return sb_auth_check(w->db, token, who, err);
 }
 
 int sb_api_authenticate_digest(sb_api_worker_t *w, const char *sha256_hex, sb_principal_t *who,
                                sb_error_t *err) {
-  if (!db_ready(w)) {
-    sb_error_set(err, "the database is not reachable");
-    memcpy(err->sqlstate, "08006", 6);
-    return -1;
-  }
+  if (!db_usable(w, err)) return -1;
   return sb_auth_check_digest(w->db, sha256_hex, who, err);
 }
 
 int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
                             sb_error_t *err) {
-  if (!db_ready(w)) {
-    sb_error_set(err, "the database is not reachable");
-    memcpy(err->sqlstate, "08006", 6);
-    return -1;
-  }
+  if (!db_usable(w, err)) return -1;
   if (!is_uuid(id)) {
     sb_error_set(err, "no instance %.40s", id);
     memcpy(err->sqlstate, SB_ERR_NOT_FOUND, 6);

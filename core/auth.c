@@ -109,6 +109,7 @@ int sb_auth_check_digest(sb_db_t *db, const char *sha, sb_principal_t *out, sb_e
   out->expires_at = (time_t)atoll(PQgetvalue(res, 0, 4));
   time_t until = (time_t)atoll(PQgetvalue(res, 0, 3));
   PQclear(res);
+  snprintf(out->token_sha, sizeof out->token_sha, "%s", sha);
   cache_put(sha, out, until);
   return 0;
 }

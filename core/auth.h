@@ -24,6 +24,7 @@ typedef struct sb_principal {
   char token_id[37];
   bool operator; /* scope operator: every user's data */
   time_t expires_at; /* when the token expires (epoch seconds, rounded up); 0: never */
+  char token_sha[65]; /* the token's SHA-256 hex: how a changed token is recognised */
 } sb_principal_t;
 
 /* Checks a bearer token. 0 with *out filled, or -1 with err (sqlstate "SB401" for a

@@ -338,14 +338,19 @@ static int sandbox_setmetatable(lua_State *L) {
  * starts, so no pattern can stall a worker (policies match short strings). */
 #define PATTERN_MAX_STEPS 1e9
 
+/* Which pattern function a guard stands for: find may be plain (argument 4); a '^' does
+ * not anchor gmatch. */
+enum { PAT_OTHER, PAT_FIND, PAT_GMATCH };
+
 static int sandbox_pattern_fn(lua_State *L) {
   size_t n = 0, plen = 0;
   const char *subject = lua_tolstring(L, 1, &n);
   const char *pat = lua_tolstring(L, 2, &plen);
-  bool plain = lua_toboolean(L, 4) && lua_tointeger(L, lua_upvalueindex(2)) == 1;
+  int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
+  bool plain = kind == PAT_FIND && lua_toboolean(L, 4);
   if (subject && pat && !plain) {
     int q = 0;
-    bool anchored = plen > 0 && pat[0] == '^' && lua_tointeger(L, lua_upvalueindex(2)) != 2;
+    bool anchored = plen > 0 && pat[0] == '^' && kind != PAT_GMATCH;
     for (size_t i = 0; i < plen; i++) {
       if (pat[i] == '%') i++;
       else if (pat[i] == '[') { /* a set: skip to its end */
@@ -371,8 +376,7 @@ static int sandbox_pattern_fn(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* Replaces string.NAME in the library table on top with the guarded version. kind 1:
- * find (arg 4 "plain" skips the check), 2: gmatch ('^' is no anchor), 0: the others. */
+/* Replaces string.NAME in the library table on top with the guarded version. */
 static void guard_pattern_fn(lua_State *L, const char *name, int kind) {
   lua_getfield(L, -1, name);
   lua_pushinteger(L, kind);
@@ -424,10 +428,10 @@ static void build_sandbox(lua_State *L) {
   lua_pop(L, 1);
   lua_getglobal(L, "string"); /* the pattern functions, guarded (in the real table: the
                                  policy state's own, which only policies use) */
-  guard_pattern_fn(L, "find", 1);
-  guard_pattern_fn(L, "match", 0);
-  guard_pattern_fn(L, "gmatch", 2);
-  guard_pattern_fn(L, "gsub", 0);
+  guard_pattern_fn(L, "find", PAT_FIND);
+  guard_pattern_fn(L, "match", PAT_OTHER);
+  guard_pattern_fn(L, "gmatch", PAT_GMATCH);
+  guard_pattern_fn(L, "gsub", PAT_OTHER);
   lua_pop(L, 1);
   push_library(L, "string", string_functions);
   lua_pushvalue(L, -1);

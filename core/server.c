@@ -80,7 +80,7 @@ typedef struct work {
   sb_api_request_t req;    /* HTTP */
   sb_api_response_t resp;
   char token[128];         /* WS_AUTH */
-  char sha[65];            /* WS_AUTH, WS_RECHECK: the token's digest */
+  char sha[65];            /* WS_RECHECK: the token's digest */
   unsigned gen;            /* WS_RECHECK: the session's recheck it answers */
   sb_principal_t who;
   int ok;
@@ -181,7 +181,6 @@ typedef struct ws_session {
   char close_reason[64];
   bool authed, auth_pending;
   sb_principal_t who;
-  char token_sha[65];   /* the digest of the token it authenticated with */
   bool rechecking;      /* its token changed: no events until the database confirms it */
   unsigned recheck_gen; /* the latest recheck asked for */
   time_t connected_at;
@@ -557,7 +556,6 @@ static void request_auth(sb_httpd_t *s, ws_session_t *ws, const char *token) {
   w->kind = WORK_WS_AUTH;
   w->session = ws;
   snprintf(w->token, sizeof w->token, "%s", token);
-  sb_sha256_hex(token, strlen(token), w->sha);
   ws->inflight++;
   ws->auth_pending = true;
   pause_rx(ws);
@@ -570,7 +568,7 @@ static void request_recheck(sb_httpd_t *s, ws_session_t *ws) {
   work_t *w = sb_xcalloc(1, sizeof *w);
   w->kind = WORK_WS_RECHECK;
   w->session = ws;
-  memcpy(w->sha, ws->token_sha, sizeof w->sha);
+  memcpy(w->sha, ws->who.token_sha, sizeof w->sha);
   w->gen = ++ws->recheck_gen;
   ws->inflight++;
   ws->rechecking = true;
@@ -878,7 +876,6 @@ static void deliver(sb_httpd_t *s, work_t *w) {
     if (w->ok) {
       ws->authed = true;
       ws->who = w->who;
-      memcpy(ws->token_sha, w->sha, sizeof ws->token_sha);
       arm_expiry(ws);
       lua_State *L = s->L;
       lua_createtable(L, 0, 3);
@@ -1245,7 +1242,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     for (token_change_t *next; tc; tc = next) {
       next = tc->next;
       for (ws_session_t *ws = s->sessions; ws; ws = ws->next)
-        if (ws->authed && !ws->closing && (!tc->sha[0] || strcmp(tc->sha, ws->token_sha) == 0))
+        if (ws->authed && !ws->closing && (!tc->sha[0] || strcmp(tc->sha, ws->who.token_sha) == 0))
           request_recheck(s, ws);
       free(tc);
     }
