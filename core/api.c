@@ -159,12 +159,27 @@ static const char as_customer_sql[] =
 /* Runs a read (sql, a static string) as who: operators directly; customers as the role
  * sb_api_customer with sb.user_id set, in one implicit transaction and one round trip,
  * so row-level security applies. */
+/* The statements of read_as() into st (the query last); how many. cp keeps the
+ * customer's parameter and lives as long as st. */
+static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
+                         const char *const *params, const char **cp, sb_db_stmt_t st[2]) {
+  if (who->operator) {
+    st[0] = (sb_db_stmt_t){sql, n, params, true, NULL};
+    return 1;
+  }
+  cp[0] = who->user_id;
+  st[0] = (sb_db_stmt_t){as_customer_sql, 1, cp, true, NULL};
+  st[1] = (sb_db_stmt_t){sql, n, params, true, NULL};
+  return 2;
+}
+
 static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql, int n,
                          const char *const *params, sb_error_t *err) {
   if (who->operator) return sb_db_query_prepared(w->db, sql, n, params, err);
-  const char *cp[] = {who->user_id};
-  sb_db_stmt_t stmts[2] = {{as_customer_sql, 1, cp, true, NULL}, {sql, n, params, true, NULL}};
-  if (sb_db_pipeline(w->db, stmts, 2, err) != 0) return NULL;
+  const char *cp[1];
+  sb_db_stmt_t stmts[2];
+  int k = read_as_stmts(who, sql, n, params, cp, stmts);
+  if (sb_db_pipeline(w->db, stmts, k, err) != 0) return NULL;
   PQclear(stmts[0].result);
   return stmts[1].result;
 }
@@ -306,6 +321,26 @@ static void route_plans(sb_api_worker_t *w, const sb_principal_t *who, sb_api_re
   PQclear(res);
 }
 
+/* The instance as GET /v1/instances/{id} reads it, for who (owner_of(who) as $2). */
+static const char instance_sql[] =
+    "SELECT json_build_object('instance', " INSTANCE_JSON ")::text "
+    "FROM instances i WHERE i.id = $1::uuid AND ($2::uuid IS NULL OR i.user_id = $2::uuid)";
+
+/* The answer from an instance query's result (consumed): status with the document, or
+ * a 404 when no row came back (not there, or not who's). */
+static bool instance_reply(sb_api_worker_t *w, PGresult *res, const char *id, bool created,
+                           int status, sb_api_response_t *resp) {
+  if (PQntuples(res) == 0) {
+    PQclear(res);
+    fail(w, resp, 404, "not_found", NULL, "no instance %s", id);
+    return false;
+  }
+  set_body(resp, status, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  if (created) snprintf(resp->location, sizeof resp->location, "/v1/instances/%s", id);
+  PQclear(res);
+  return true;
+}
+
 /* {"instance": ...[, "job": {...}]} for an instance visible to who; false (after a
  * 404 or error) when it is not. */
 static bool instance_answer(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
@@ -337,24 +372,13 @@ static bool instance_answer(sb_api_worker_t *w, const sb_principal_t *who, const
                   5, p, &err);
   } else {
     const char *p[] = {id, owner_of(who)};
-    res = read_as(w, who,
-                  "SELECT json_build_object('instance', " INSTANCE_JSON ")::text "
-                  "FROM instances i WHERE i.id = $1::uuid AND ($2::uuid IS NULL OR i.user_id = $2::uuid)",
-                  2, p, &err);
+    res = read_as(w, who, instance_sql, 2, p, &err);
   }
   if (!res) {
     fail_err(w, resp, &err);
     return false;
   }
-  if (PQntuples(res) == 0) {
-    PQclear(res);
-    fail(w, resp, 404, "not_found", NULL, "no instance %s", id);
-    return false;
-  }
-  set_body(resp, status, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
-  if (job_id) snprintf(resp->location, sizeof resp->location, "/v1/instances/%s", id);
-  PQclear(res);
-  return true;
+  return instance_reply(w, res, id, job_id != NULL, status, resp);
 }
 
 static void route_create(sb_api_worker_t *w, const sb_principal_t *who,
@@ -625,7 +649,19 @@ int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const
 
 /* ---- the router --------------------------------------------------------------------------- */
 
-void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp) {
+/* A GET /v1/instances/{id} left for sb_api_handle_batch() to read with the others. */
+typedef struct deferred_get {
+  bool deferred;
+  sb_principal_t who;
+  char id[37];
+  const char *params[2], *cp[1];
+  sb_db_stmt_t stmts[2];
+} deferred_get_t;
+
+/* Routes and answers one request; with defer, a valid GET of one instance is only
+ * checked (route, token, id) and left in *defer, resp untouched but for its route. */
+static void handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp,
+                   deferred_get_t *defer) {
   memset(resp, 0, sizeof *resp);
   resp->route = SB_ROUTE_UNKNOWN;
   const char *path = req->path, *m = req->method;
@@ -681,6 +717,12 @@ void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
     if (slash) snprintf(action, sizeof action, "%s", slash + 1);
     if (!action[0]) {
       resp->route = SB_ROUTE_INSTANCE;
+      if (get && defer && is_uuid(id)) {
+        defer->deferred = true;
+        defer->who = who;
+        snprintf(defer->id, sizeof defer->id, "%s", id);
+        return;
+      }
       if (get) {
         instance_answer(w, &who, id, NULL, NULL, 200, resp);
         return;
@@ -701,4 +743,41 @@ void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
   }
   lua_settop(w->L, top);
   fail(w, resp, 404, "not_found", NULL, "no route %.200s", path);
+}
+
+void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp) {
+  handle(w, req, resp, NULL);
+}
+
+void sb_api_handle_batch(sb_api_worker_t *w, const sb_api_request_t *const *reqs,
+                         sb_api_response_t *const *resps, int n) {
+  deferred_get_t *defer = sb_xcalloc((size_t)n, sizeof *defer);
+  sb_db_group_t *groups = sb_xcalloc((size_t)n, sizeof *groups);
+  int *of = sb_xcalloc((size_t)n, sizeof *of); /* groups[g] answers reqs[of[g]] */
+  int ngroups = 0;
+  for (int i = 0; i < n; i++) {
+    deferred_get_t *d = &defer[i];
+    /* Two statements per customer read: at most SB_DB_GROUP_MAX in all. */
+    handle(w, reqs[i], resps[i], 2 * (ngroups + 1) <= SB_DB_GROUP_MAX ? d : NULL);
+    if (!d->deferred) continue;
+    d->params[0] = d->id;
+    d->params[1] = owner_of(&d->who);
+    groups[ngroups].stmts = d->stmts;
+    groups[ngroups].n = read_as_stmts(&d->who, instance_sql, 2, d->params, d->cp, d->stmts);
+    of[ngroups++] = i;
+  }
+  if (ngroups > 0) sb_db_pipeline_groups(w->db, groups, ngroups);
+  for (int g = 0; g < ngroups; g++) {
+    sb_db_group_t *gr = &groups[g];
+    sb_api_response_t *resp = resps[of[g]];
+    if (gr->rc != 0) {
+      fail_err(w, resp, &gr->err);
+      continue;
+    }
+    for (int k = 0; k + 1 < gr->n; k++) PQclear(gr->stmts[k].result);
+    instance_reply(w, gr->stmts[gr->n - 1].result, defer[of[g]].id, false, 200, resp);
+  }
+  free(of);
+  free(groups);
+  free(defer);
 }

@@ -69,6 +69,13 @@ void sb_api_worker_free(sb_api_worker_t *w);
 
 /* Answers one HTTP request; resp is filled (never left empty). */
 void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp);
+/* Answers n requests, resps[i] for reqs[i], as sb_api_handle would one by one, but the
+ * reads of one instance (GET /v1/instances/{id}, what dashboards poll) go to the
+ * database together as one libpq pipeline, each its own implicit transaction (its own
+ * Sync, and for a customer its own role and user), so they cost one round trip and one
+ * wake-up of the worker and of its PostgreSQL backend between them. */
+void sb_api_handle_batch(sb_api_worker_t *w, const sb_api_request_t *const *reqs,
+                         sb_api_response_t *const *resps, int n);
 void sb_api_response_free(sb_api_response_t *resp);
 
 /* For the websocket side: checks a token. */

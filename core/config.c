@@ -70,8 +70,9 @@ const sb_config_option_t sb_config_options[] = {
     {"max_databases_per_server", "SOLOBASE_MAX_DATABASES_PER_SERVER", SB_CFG_INT,
      OPT(max_databases_per_server), "150", false,
      "max_databases of a new shared server when the placement policy does not say"},
-    {"api_workers", "SOLOBASE_API_WORKERS", SB_CFG_INT, OPT(api_workers), "4", false,
-     "threads answering HTTP API requests, each with its own database connection"},
+    {"api_workers", "SOLOBASE_API_WORKERS", SB_CFG_INT, OPT(api_workers), "2", false,
+     "threads answering HTTP API requests, each with its own database connection; a "
+     "thread takes every request waiting, so a few serve any load"},
     {"events_coalesce_us", "SOLOBASE_EVENTS_COALESCE_US", SB_CFG_INT, OPT(events_coalesce_us),
      "2000", false,
      "the event listener reads new events at most once per this many microseconds, so a "

@@ -197,18 +197,97 @@ static int read_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int first, int n, int
   return rc;
 }
 
+/* Prepares stmts[i] (when asked to and there is room) before the pipeline starts, since
+ * preparing is a round trip of its own, once per connection and statement; names[i] is
+ * "" for a statement sent unprepared. false with err on a failed PREPARE. */
+static bool prepare_all(sb_db_t *db, const sb_db_stmt_t *stmts, int n, char (*names)[16],
+                        sb_error_t *err) {
+  for (int i = 0; i < n; i++) {
+    names[i][0] = '\0';
+    err->msg[0] = '\0';
+    if (stmts[i].prepared && !prepare(db, stmts[i].sql, stmts[i].nparams, err, names[i], 16) &&
+        err->msg[0])
+      return false;
+  }
+  return true;
+}
+
+static bool send_stmt(sb_db_t *db, const sb_db_stmt_t *st, const char *name) {
+  return name[0] ? PQsendQueryPrepared(db->conn, name, st->nparams, st->params, NULL, NULL, 0)
+                 : PQsendQueryParams(db->conn, st->sql, st->nparams, NULL, st->params, NULL,
+                                     NULL, 0);
+}
+
+int sb_db_pipeline_groups(sb_db_t *db, sb_db_group_t *groups, int ngroups) {
+  int total = 0;
+  for (int g = 0; g < ngroups; g++) {
+    groups[g].rc = -1;
+    memset(&groups[g].err, 0, sizeof groups[g].err);
+    for (int i = 0; i < groups[g].n; i++) groups[g].stmts[i].result = NULL;
+    total += groups[g].n;
+  }
+  sb_error_t err;
+  if (db->tx_depth > 0 || total > SB_DB_GROUP_MAX) {
+    sb_error_set(&err, db->tx_depth > 0 ? "independent transactions inside a transaction"
+                                        : "more than %d statements in one pipeline",
+                 SB_DB_GROUP_MAX);
+    goto fail_all;
+  }
+  char names[SB_DB_GROUP_MAX][16];
+  for (int g = 0, k = 0; g < ngroups; k += groups[g].n, g++)
+    if (!prepare_all(db, groups[g].stmts, groups[g].n, names + k, &err)) goto fail_all;
+  if (!PQenterPipelineMode(db->conn)) {
+    sb_error_set(&err, "cannot enter pipeline mode: %s", PQerrorMessage(db->conn));
+    goto fail_all;
+  }
+  bool ok = true;
+  for (int g = 0, k = 0; ok && g < ngroups; g++) {
+    for (int i = 0; ok && i < groups[g].n; i++, k++) ok = send_stmt(db, &groups[g].stmts[i], names[k]);
+    ok = ok && PQpipelineSync(db->conn);
+  }
+  if (!ok) {
+    sb_error_set(&err, "sending to the database failed: %s", PQerrorMessage(db->conn));
+    PQexitPipelineMode(db->conn);
+    goto fail_all;
+  }
+  /* Each group's results and its Sync, in order; a failed group's later statements
+   * come back aborted, and the next group starts afresh after the Sync. */
+  int rc = 0;
+  for (int g = 0; g < ngroups; g++) {
+    sb_db_group_t *gr = &groups[g];
+    gr->rc = read_pipeline(db, gr->stmts, 0, gr->n, gr->n, &gr->err);
+    if (gr->rc != 0) {
+      for (int i = 0; i < gr->n; i++) {
+        PQclear(gr->stmts[i].result);
+        gr->stmts[i].result = NULL;
+      }
+      if (PQstatus(db->conn) != CONNECTION_OK) rc = -1;
+    }
+    if (rc != 0) {
+      /* The connection broke: every group not yet read fails with the same error. */
+      for (int h = g + 1; h < ngroups; h++) {
+        groups[h].rc = -1;
+        groups[h].err = gr->err;
+      }
+      break;
+    }
+  }
+  PQexitPipelineMode(db->conn);
+  return rc;
+fail_all:
+  for (int g = 0; g < ngroups; g++) groups[g].err = err;
+  return PQstatus(db->conn) == CONNECTION_OK ? 0 : -1;
+}
+
 int sb_db_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int n, sb_error_t *err) {
   bool nested = db->tx_depth > 0;
-  char names[8][16];
-  for (int i = 0; i < n; i++) {
-    stmts[i].result = NULL;
-    /* Preparing is a round trip of its own, once per connection and statement. */
-    names[i][0] = '\0';
-    if (stmts[i].prepared && i < 8 &&
-        !prepare(db, stmts[i].sql, stmts[i].nparams, err, names[i], sizeof names[i]) &&
-        err->msg[0])
-      return -1;
+  for (int i = 0; i < n; i++) stmts[i].result = NULL;
+  if (n > SB_DB_GROUP_MAX) {
+    sb_error_set(err, "more than %d statements in one pipeline", SB_DB_GROUP_MAX);
+    return -1;
   }
+  char names[SB_DB_GROUP_MAX][16];
+  if (!prepare_all(db, stmts, n, names, err)) return -1;
   if (!PQenterPipelineMode(db->conn)) {
     sb_error_set(err, "cannot enter pipeline mode: %s", PQerrorMessage(db->conn));
     return -1;
@@ -216,12 +295,7 @@ int sb_db_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int n, sb_error_t *err) {
   bool ok = true;
   if (nested)
     ok = PQsendQueryParams(db->conn, "SAVEPOINT sb_pipeline", 0, NULL, NULL, NULL, NULL, 0);
-  for (int i = 0; ok && i < n; i++)
-    ok = i < 8 && names[i][0]
-             ? PQsendQueryPrepared(db->conn, names[i], stmts[i].nparams, stmts[i].params, NULL,
-                                   NULL, 0)
-             : PQsendQueryParams(db->conn, stmts[i].sql, stmts[i].nparams, NULL, stmts[i].params,
-                                 NULL, NULL, 0);
+  for (int i = 0; ok && i < n; i++) ok = send_stmt(db, &stmts[i], names[i]);
   if (ok && nested)
     ok = PQsendQueryParams(db->conn, "RELEASE SAVEPOINT sb_pipeline", 0, NULL, NULL, NULL, NULL, 0);
   ok = ok && PQpipelineSync(db->conn);

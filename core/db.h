@@ -63,6 +63,21 @@ typedef struct sb_db_stmt {
  * -1 with the first error in err, and nothing applied. */
 int sb_db_pipeline(sb_db_t *db, sb_db_stmt_t *stmts, int n, sb_error_t *err);
 
+/* Independent transactions sent together: each group's statements are one implicit
+ * transaction of their own (their own Sync), so one group's failure leaves the others
+ * alone, and every group costs one round trip between them all. Not inside a
+ * transaction; at most SB_DB_GROUP_MAX statements in all. Each group gets rc (0 when
+ * all its statements succeeded, its results filled) and err. Returns -1 when the
+ * connection broke (every group not answered failed), else 0. */
+#define SB_DB_GROUP_MAX 128
+typedef struct sb_db_group {
+  sb_db_stmt_t *stmts;
+  int n;
+  int rc;
+  sb_error_t err;
+} sb_db_group_t;
+int sb_db_pipeline_groups(sb_db_t *db, sb_db_group_t *groups, int ngroups);
+
 int sb_db_begin(sb_db_t *db, sb_error_t *err);
 int sb_db_commit(sb_db_t *db, sb_error_t *err);
 int sb_db_rollback(sb_db_t *db, sb_error_t *err);

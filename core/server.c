@@ -104,18 +104,22 @@ static void queue_init(queue_t *q) {
   q->head = q->tail = NULL;
 }
 
-/* Appends; true when the queue was empty before. */
-static bool queue_push(queue_t *q, work_t *w) {
+/* Appends n items in order; true when the queue was empty before. */
+static bool queue_push_all(queue_t *q, work_t *const *w, int n) {
   pthread_mutex_lock(&q->mu);
   bool was_empty = q->head == NULL;
-  w->next = NULL;
-  if (q->tail) q->tail->next = w;
-  else q->head = w;
-  q->tail = w;
+  for (int i = 0; i < n; i++) {
+    w[i]->next = NULL;
+    if (q->tail) q->tail->next = w[i];
+    else q->head = w[i];
+    q->tail = w[i];
+  }
   pthread_cond_signal(&q->cv);
   pthread_mutex_unlock(&q->mu);
   return was_empty;
 }
+
+static bool queue_push(queue_t *q, work_t *w) { return queue_push_all(q, &w, 1); }
 
 /* Takes everything queued. */
 static work_t *queue_take_all(queue_t *q) {
@@ -919,43 +923,68 @@ static void deliver(sb_httpd_t *s, work_t *w) {
   work_free(w);
 }
 
+/* One websocket item, on the worker's connection. */
+static void work_ws(sb_api_worker_t *aw, work_t *w) {
+  if (w->kind == WORK_WS_AUTH) {
+    w->ok = sb_api_authenticate(aw, w->token, &w->who, &w->err) == 0;
+  } else if (w->kind == WORK_WS_RECHECK) {
+    w->ok = sb_api_authenticate_digest(aw, w->sha, &w->who, &w->err) == 0;
+  } else if (w->kind == WORK_WS_CHECK) {
+    w->ok = sb_api_instance_visible(aw, &w->who, w->check.sub.instance_id, &w->err) == 1;
+  } else {
+    w->rows = sb_api_events_page(aw, &w->who, w->after, w->before, REPLAY_PAGE, &w->oldest,
+                                 &w->err);
+  }
+}
+
+/* A worker takes up to WORKER_TAKE items at a time: the HTTP requests among them are
+ * answered together (sb_api_handle_batch: their instance reads share one pipeline),
+ * and all go back to the loop with one wake-up. Under load the queue is never empty,
+ * so a round trip to PostgreSQL and a context switch serve many requests; when it is
+ * quiet a worker takes the one request there is, at once. */
+#define WORKER_TAKE 32
+
 static void *worker_main(void *arg) {
   sb_httpd_t *s = arg;
   sb_error_t err;
   sb_api_worker_t *aw = NULL;
   while (!atomic_load(&s->stopped)) {
+    work_t *take[WORKER_TAKE];
+    int n = 0;
     pthread_mutex_lock(&s->queued.mu);
     while (!s->queued.head && !atomic_load(&s->stopped))
       pthread_cond_wait(&s->queued.cv, &s->queued.mu);
-    work_t *w = s->queued.head;
-    if (w) {
-      s->queued.head = w->next;
-      if (!s->queued.head) s->queued.tail = NULL;
+    while (n < WORKER_TAKE && s->queued.head) {
+      take[n++] = s->queued.head;
+      s->queued.head = s->queued.head->next;
     }
+    if (!s->queued.head) s->queued.tail = NULL;
+    else pthread_cond_signal(&s->queued.cv); /* more than one worker's share: wake another */
     pthread_mutex_unlock(&s->queued.mu);
-    if (!w) break;
+    if (n == 0) break;
     if (!aw) aw = sb_api_worker_new(&s->shared, &err);
-    if (!aw) {
-      /* No database: answer, do not hang the client. */
-      if (w->kind == WORK_HTTP) {
-        answer_here(&w->resp, 503, "{\"error\":{\"code\":\"unavailable\",\"message\":\"the "
-                                   "database is not reachable; try again\"}}");
+    const sb_api_request_t *reqs[WORKER_TAKE];
+    sb_api_response_t *resps[WORKER_TAKE];
+    int nhttp = 0;
+    for (int i = 0; i < n; i++) {
+      work_t *w = take[i];
+      if (!aw) {
+        /* No database: answer, do not hang the client. */
+        if (w->kind == WORK_HTTP)
+          answer_here(&w->resp, 503, "{\"error\":{\"code\":\"unavailable\",\"message\":\"the "
+                                     "database is not reachable; try again\"}}");
+        else
+          w->err = err;
+      } else if (w->kind == WORK_HTTP) {
+        reqs[nhttp] = &w->req;
+        resps[nhttp++] = &w->resp;
       } else {
-        w->err = err;
+        work_ws(aw, w);
       }
-    } else if (w->kind == WORK_HTTP) {
-      sb_api_handle(aw, &w->req, &w->resp);
-    } else if (w->kind == WORK_WS_AUTH) {
-      w->ok = sb_api_authenticate(aw, w->token, &w->who, &w->err) == 0;
-    } else if (w->kind == WORK_WS_RECHECK) {
-      w->ok = sb_api_authenticate_digest(aw, w->sha, &w->who, &w->err) == 0;
-    } else if (w->kind == WORK_WS_CHECK) {
-      w->ok = sb_api_instance_visible(aw, &w->who, w->check.sub.instance_id, &w->err) == 1;
-    } else {
-      w->rows = sb_api_events_page(aw, &w->who, w->after, w->before, REPLAY_PAGE, &w->oldest,
-                                   &w->err);
     }
-    if (queue_push(&s->done, w)) lws_cancel_service(s->ctx);
+    if (nhttp) sb_api_handle_batch(aw, reqs, resps, nhttp);
+    /* Back to the loop in the order taken, with one wake-up. */
+    if (queue_push_all(&s->done, take, n)) lws_cancel_service(s->ctx);
   }
   sb_api_worker_free(aw);
   return NULL;
@@ -1172,10 +1201,14 @@ static void submit_http(sb_httpd_t *s, http_session_t *hs) {
   hand_to_workers(s, w);
 }
 
+/* Writes the answer: headers and body in one buffer and one write (one segment for the
+ * client to wake up to, not two). */
 static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs) {
   work_t *w = hs->answer;
   sb_api_response_t *r = &w->resp;
-  unsigned char head[LWS_PRE + 1024], *start = head + LWS_PRE, *p = start, *end = head + sizeof head - 1;
+  enum { HEAD_MAX = 1024 };
+  unsigned char *start = ensure(&s->batch, HEAD_MAX + r->len), *p = start,
+                *end = start + HEAD_MAX - 1;
   int rc = -1;
   if (lws_add_http_common_headers(wsi, (unsigned int)r->status,
                                   r->content_type ? r->content_type : "application/json",
@@ -1185,11 +1218,11 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
                                                      (int)strlen(r->location), &p, end)) ||
       lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                   (const unsigned char *)"no-store", 8, &p, end) ||
-      lws_finalize_write_http_header(wsi, start, &p, end))
+      lws_finalize_http_header(wsi, &p, end))
     goto done;
-  if (r->len) memcpy(ensure(&s->batch, r->len + 1), r->body, r->len);
-  if (r->len && lws_write(wsi, s->batch.p + LWS_PRE, r->len, LWS_WRITE_HTTP_FINAL) < (int)r->len)
-    goto done;
+  if (r->len) memcpy(p, r->body, r->len);
+  size_t total = (size_t)(p - start) + r->len;
+  if (lws_write(wsi, start, total, LWS_WRITE_HTTP_FINAL) < (int)total) goto done;
   sb_metrics_http(r->route, w->req.method, r->status,
                   (double)(sb_now_ns() - w->started_ns) / 1e9);
   rc = 0;

@@ -1100,6 +1100,74 @@ static void *run_request(void *arg) {
   return NULL;
 }
 
+/* Requests that wait together are answered together (one pipeline per worker, each
+ * request its own transaction, role and user): with the instances table locked, both
+ * API workers block on their first request and the rest queue up, so the next take
+ * holds customers of two users, an operator, refused and unbatched requests at once.
+ * Each must get exactly its own answer. */
+static void test_batched_reads(void **state) {
+  (void)state;
+  char ada_inst[37], bob_inst[37], path_ada[96], path_bob[96];
+  fake_instance(ada_id, "ada-batch", ada_inst);
+  fake_instance(bob_id, "bob-batch", bob_inst);
+  snprintf(path_ada, sizeof path_ada, "/v1/instances/%s", ada_inst);
+  snprintf(path_bob, sizeof path_bob, "/v1/instances/%s", bob_inst);
+  struct {
+    const char *path, *token;
+    long status;
+    const char *user; /* the instance's owner in a 200, else NULL */
+  } kinds[] = {
+      {path_ada, ada_token, 200, ada_id},
+      {path_ada, bob_token, 404, NULL},
+      {path_bob, bob_token, 200, bob_id},
+      {path_bob, ada_token, 404, NULL},
+      {path_ada, op_token, 200, ada_id},
+      {"/v1/instances/not-a-uuid", ada_token, 404, NULL},
+      {"/v1/instances/00000000-0000-0000-0000-000000000000", bob_token, 404, NULL},
+      {path_bob, NULL, 401, NULL},
+      {"/v1/plans", bob_token, 200, NULL},
+  };
+  enum { N = 45 };
+  int nk = (int)(sizeof kinds / sizeof kinds[0]);
+  request_t r[N];
+  pthread_t t[N];
+  PQclear(sbtest_query(db, "BEGIN", 0, NULL));
+  PQclear(sbtest_query(db, "LOCK TABLE instances IN ACCESS EXCLUSIVE MODE", 0, NULL));
+  for (int i = 0; i < N; i++) {
+    r[i] = (request_t){kinds[i % nk].path, kinds[i % nk].token, 0, NULL};
+    pthread_create(&t[i], NULL, run_request, &r[i]);
+  }
+  long waiting = 0;
+  for (int i = 0; i < 100 && waiting < 2; i++) {
+    waiting = scalar_ll("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+                        "'instances'::regclass", 0, NULL);
+    usleep(20000);
+  }
+  usleep(300000); /* the rest arrive and queue */
+  PQclear(sbtest_query(db, "COMMIT", 0, NULL));
+  for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+  assert_int_equal(waiting, 2);
+  for (int i = 0; i < N; i++) {
+    int k = i % nk;
+    if (r[i].status != kinds[k].status)
+      fail_msg("%s as %d: expected %ld, got %ld: %.200s", kinds[k].path, k, kinds[k].status,
+               r[i].status, r[i].body);
+    lua_settop(J, 0);
+    sb_error_t err;
+    if (sb_lua_json_decode(J, r[i].body, strlen(r[i].body), &err) != 0)
+      fail_msg("not JSON: %.200s", r[i].body);
+    if (kinds[k].user) {
+      assert_string_equal(field("instance.user_id"), kinds[k].user);
+      assert_string_equal(field("instance.id"), kinds[k].path == path_ada ? ada_inst : bob_inst);
+    } else if (kinds[k].status == 200) {
+      assert_string_equal(field("plans.1.code"), "hobby");
+    } else {
+      assert_string_equal(field("error.code"), kinds[k].status == 401 ? "unauthorized" : "not_found");
+    }
+    free(r[i].body);
+  }
+}
+
 static void test_shutdown(void **state) {
   (void)state;
   sbt_ws_t *c = ws_connect(0, op_token);
@@ -1155,6 +1223,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_slow_client, before, after),
       cmocka_unit_test_setup_teardown(test_idle_sessions_cost_nothing, before, after),
       cmocka_unit_test_setup_teardown(test_token_revoked, before, after),
+      cmocka_unit_test_setup_teardown(test_batched_reads, before, after),
       cmocka_unit_test_setup_teardown(test_shutdown, before, after),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
