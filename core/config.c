@@ -74,7 +74,7 @@ const sb_config_option_t sb_config_options[] = {
      "threads answering HTTP API requests, each with its own database connection; a "
      "thread takes every request waiting, so a few serve any load"},
     {"events_coalesce_us", "SOLOBASE_EVENTS_COALESCE_US", SB_CFG_INT, OPT(events_coalesce_us),
-     "2000", false,
+     "5000", false,
      "the event listener reads new events at most once per this many microseconds, so a "
      "busy stream reaches each websocket in fewer, larger messages (0: on every NOTIFY)"},
     {"dashboard_dir", "SOLOBASE_DASHBOARD_DIR", SB_CFG_STRING, OPT(dashboard_dir), NULL, false,

@@ -1060,6 +1060,19 @@ static sb_db_t *listener_connect(sb_httpd_t *s) {
   return NULL;
 }
 
+/* Handles the notifications libpq holds: token changes now; true when events were
+ * announced. */
+static bool take_notifications(sb_httpd_t *s, sb_db_t *db) {
+  bool events = false;
+  PGnotify *nt;
+  while ((nt = PQnotifies(db->conn))) {
+    if (strcmp(nt->relname, "sb_tokens") == 0) token_changed(s, nt->extra);
+    else events = true;
+    PQfreemem(nt);
+  }
+  return events;
+}
+
 static void *listener_main(void *arg) {
   sb_httpd_t *s = arg;
   int64_t last = s->last_seq;
@@ -1075,6 +1088,10 @@ static void *listener_main(void *arg) {
   uint64_t last_fetch = 0;
   bool pending = false; /* notified, not yet read */
   while (db && !atomic_load(&s->stopping)) {
+    /* First those libpq read along with the last fetch's answer: they are off the
+     * socket already, and waiting for the socket would leave their events for the
+     * once-a-second read. */
+    pending |= take_notifications(s, db);
     struct pollfd fds[2] = {{PQsocket(db->conn), POLLIN, 0}, {s->listener_stop_fd, POLLIN, 0}};
     struct timespec wait = {1, 0};
     if (pending) {
@@ -1086,22 +1103,15 @@ static void *listener_main(void *arg) {
     if (n < 0 && errno != EINTR) break;
     if (fds[1].revents) break;
     bool fetch = n == 0 && !pending; /* once a second anyway: a lost notification loses nothing */
-    if (fds[0].revents) {
-      if (!PQconsumeInput(db->conn)) {
-        sb_warn("events", "the event connection broke: %s", PQerrorMessage(db->conn));
-        sb_db_free(db);
-        db = listener_connect(s);
-        token_changed(s, NULL); /* revocations may have been missed */
-        fetch = true;
-        if (!db) break;
-      }
-      PGnotify *nt;
-      while ((nt = PQnotifies(db->conn))) {
-        if (strcmp(nt->relname, "sb_tokens") == 0) token_changed(s, nt->extra);
-        else pending = true;
-        PQfreemem(nt);
-      }
+    if (fds[0].revents && !PQconsumeInput(db->conn)) {
+      sb_warn("events", "the event connection broke: %s", PQerrorMessage(db->conn));
+      sb_db_free(db);
+      db = listener_connect(s);
+      token_changed(s, NULL); /* revocations may have been missed */
+      fetch = true;
+      if (!db) break;
     }
+    pending |= take_notifications(s, db);
     if (pending && sb_now_ns() >= last_fetch + window_ns) fetch = true;
     if (!fetch) continue;
     pending = false;
