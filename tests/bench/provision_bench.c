@@ -7,10 +7,16 @@
  *   decision records and the job) with 16 concurrent requests, against
  *   `pgbench -c 16` running the spec's four statements (find a server, insert the
  *   instance, take capacity, log the event) in one transaction on the same database.
- *   Both sides alternate in one run (3 rounds of 15 s each); medians and the ratio are
- *   printed (target: engine >= 0.8x pgbench). Afterwards the over-allocation check:
- *   no server above max_databases, and current_databases equal to the instances
- *   holding a place, for the engine's servers.
+ *   The engine side is measured twice:
+ *     pooled   as `solobase serve` runs it: the 16 requesters share the engine's pool
+ *              of `api_workers` database sessions (default 2; BENCH_POOL sets it), as
+ *              POST /v1/instances requests share the API workers; a request's time
+ *              includes its wait for a session;
+ *     16 conns every request on a connection of its own, 16 in PostgreSQL at once.
+ *   All three alternate in one run (3 rounds of 15 s each); medians, the ratios and
+ *   the requests' p50/p99 are printed (target: engine >= 0.8x pgbench). Afterwards
+ *   the over-allocation check: no server above max_databases, and current_databases
+ *   equal to the instances holding a place, for the engine's servers.
  *
  * e2e mode (`provision_bench e2e [N]`): N requests (default 40, 4 at a time) against
  *   an engine running in this process on the local fleet driver (real PostgreSQL
@@ -115,33 +121,114 @@ static void teardown(void) {
 
 /* ---- engine side ---- */
 
+/* The pooled engine: requesters queue their requests (first come, first served) for a
+ * few session threads, each with its connection and policy engine, as the HTTP server
+ * queues POST /v1/instances for its API workers (core/server.c). */
+typedef struct ticket {
+  sb_provision_request_t req;
+  int rc;
+  bool ok, done;
+  sb_error_t err;
+  pthread_cond_t cv;
+  struct ticket *next;
+} ticket_t;
+
+typedef struct pool {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  ticket_t *head, *tail;
+  bool stop;
+} pool_t;
+
 typedef struct worker {
   int n;
   _Atomic bool *stop;
+  pool_t *pool;     /* requests go to the pool's sessions; NULL: run them here */
   long done, failed;
+  double *ms;       /* each request's time, request to answer (at most MAX_SAMPLES) */
+  long nms;
 } worker_t;
+
+#define MAX_SAMPLES 200000
+
+typedef struct session {
+  sb_db_t *db;
+  sb_policy_engine_t *pe;
+} session_t;
+
+static session_t session_open(void) {
+  sb_error_t err;
+  session_t s = {connect_db(), sb_policy_engine_new(policies, &err)};
+  if (!s.pe) die("policy engine", &err);
+  if (getenv("BENCH_CONN_SQL")) exec(s.db, getenv("BENCH_CONN_SQL"));
+  return s;
+}
+
+static void session_close(session_t *s) {
+  sb_policy_engine_free(s->pe);
+  sb_db_free(s->db);
+}
+
+static bool provision(session_t *se, const sb_provision_request_t *req, sb_error_t *err) {
+  sb_fleet_ctx_t ctx = {se->db, se->pe, NULL, keys, "bench"};
+  sb_provision_result_t out;
+  return sb_provision_request(&ctx, req, &out, err) == 0 && strcmp(out.status, "provisioning") == 0;
+}
+
+static void *pool_session(void *arg) {
+  pool_t *p = arg;
+  session_t se = session_open();
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->head && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+    ticket_t *t = p->head;
+    if (!t) break;
+    p->head = t->next;
+    if (!p->head) p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    t->ok = provision(&se, &t->req, &t->err);
+    pthread_mutex_lock(&p->mu);
+    t->done = true;
+    pthread_cond_signal(&t->cv);
+  }
+  pthread_mutex_unlock(&p->mu);
+  session_close(&se);
+  return NULL;
+}
+
+/* Sends req to the pool and waits for the answer. */
+static bool pool_provision(pool_t *p, const sb_provision_request_t *req, sb_error_t *err) {
+  ticket_t t = {.req = *req};
+  pthread_cond_init(&t.cv, NULL);
+  pthread_mutex_lock(&p->mu);
+  if (p->tail) p->tail->next = &t;
+  else p->head = &t;
+  p->tail = &t;
+  pthread_cond_signal(&p->cv);
+  while (!t.done) pthread_cond_wait(&t.cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  pthread_cond_destroy(&t.cv);
+  *err = t.err;
+  return t.ok;
+}
 
 static void *engine_worker(void *arg) {
   worker_t *w = arg;
   sb_error_t err;
-  sb_db_t *db = connect_db();
-  sb_policy_engine_t *pe = sb_policy_engine_new(policies, &err);
-  sb_fleet_ctx_t ctx = {db, pe, NULL, keys, "bench"};
-  if (getenv("BENCH_CONN_SQL")) exec(db, getenv("BENCH_CONN_SQL"));
+  session_t se = {0};
+  if (!w->pool) se = session_open();
   unsigned seed = (unsigned)w->n * 7919u + (unsigned)time(NULL);
   while (!atomic_load(w->stop)) {
     char sub[64];
     snprintf(sub, sizeof sub, "en-%ld", atomic_fetch_add(&request_seq, 1));
     sb_provision_request_t req = {users[rand_r(&seed) % USERS], "starter", "bench", sub, NULL};
-    sb_provision_result_t out;
-    if (sb_provision_request(&ctx, &req, &out, &err) == 0 && strcmp(out.status, "provisioning") == 0)
-      w->done++;
-    else {
-      if (w->failed++ < 3) fprintf(stderr, "engine request failed: %s\n", err.msg);
-    }
+    uint64_t t0 = sb_now_ns();
+    bool ok = w->pool ? pool_provision(w->pool, &req, &err) : provision(&se, &req, &err);
+    if (w->nms < MAX_SAMPLES) w->ms[w->nms++] = (double)(sb_now_ns() - t0) / 1e6;
+    if (ok) w->done++;
+    else if (w->failed++ < 3) fprintf(stderr, "engine request failed: %s\n", err.msg);
   }
-  sb_policy_engine_free(pe);
-  sb_db_free(db);
+  if (!w->pool) session_close(&se);
   return NULL;
 }
 
@@ -153,25 +240,49 @@ static double self_cpu_s(void) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static double run_engine(void) {
+static int cmp(const void *a, const void *b);
+
+/* THREADS concurrent requesters for SECONDS; pool > 0: they share that many sessions
+ * (the others wait, as requests wait for an API worker). Transactions/s; p50/p99 of
+ * the requests' times into lat[0..1]. */
+static double run_engine(int pool, double lat[2]) {
   double self0 = self_cpu_s();
   _Atomic bool stop = false;
+  pool_t p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, false};
+  pthread_t sessions[64];
+  for (int i = 0; i < pool && i < 64; i++) pthread_create(&sessions[i], NULL, pool_session, &p);
   worker_t w[64];
   pthread_t th[64];
   for (int i = 0; i < THREADS; i++) {
-    w[i] = (worker_t){i, &stop, 0, 0};
+    w[i] = (worker_t){i, &stop, pool > 0 ? &p : NULL, 0, 0, sb_xcalloc(MAX_SAMPLES, sizeof(double)), 0};
     pthread_create(&th[i], NULL, engine_worker, &w[i]);
   }
   uint64_t t0 = sb_now_ns();
   sleep(SECONDS);
   atomic_store(&stop, true);
-  long done = 0, failed = 0;
+  long done = 0, failed = 0, n = 0;
   for (int i = 0; i < THREADS; i++) {
     pthread_join(th[i], NULL);
     done += w[i].done;
     failed += w[i].failed;
+    n += w[i].nms;
   }
   double secs = (double)(sb_now_ns() - t0) / 1e9;
+  double *all = sb_xcalloc((size_t)(n ? n : 1), sizeof(double));
+  for (int i = 0, k = 0; i < THREADS; i++) {
+    memcpy(all + k, w[i].ms, (size_t)w[i].nms * sizeof(double));
+    k += (int)w[i].nms;
+    free(w[i].ms);
+  }
+  qsort(all, (size_t)n, sizeof(double), cmp);
+  lat[0] = n ? all[n / 2] : 0;
+  lat[1] = n ? all[(long)((double)(n - 1) * 0.99)] : 0;
+  free(all);
+  pthread_mutex_lock(&p.mu);
+  p.stop = true;
+  pthread_cond_broadcast(&p.cv);
+  pthread_mutex_unlock(&p.mu);
+  for (int i = 0; i < pool && i < 64; i++) pthread_join(sessions[i], NULL);
   if (failed) fprintf(stderr, "engine: %ld requests failed\n", failed);
   printf("  (engine client: %.0f us CPU per request in this process)\n",
          (self_cpu_s() - self0) * 1e6 / (double)(done ? done : 1));
@@ -286,29 +397,41 @@ static void bench_tx(void) {
   sb_error_t err;
   char *bindir = sb_pg_bindir(&err);
   if (!bindir) die("pg bindir", &err);
-  double engine[ROUNDS], pgb[ROUNDS];
+  int pool = getenv("BENCH_POOL") ? atoi(getenv("BENCH_POOL")) : (int)sb_config()->api_workers;
+  bool engine_only = getenv("BENCH_ENGINE_ONLY") != NULL;
+  double pooled[ROUNDS], conns[ROUNDS], pgb[ROUNDS], lat_p[ROUNDS][2], lat_c[ROUNDS][2];
   for (int r = 0; r < ROUNDS; r++) {
     double w0 = wal_bytes(), c0 = cpu_busy_s();
-    pgb[r] = getenv("BENCH_ENGINE_ONLY") ? 1 : run_pgbench(bindir);
+    pgb[r] = engine_only ? 1 : run_pgbench(bindir);
     double w1 = wal_bytes(), c1 = cpu_busy_s();
-    engine[r] = run_engine();
+    pooled[r] = run_engine(pool, lat_p[r]);
     double w2 = wal_bytes(), c2 = cpu_busy_s();
-    printf("round %d: pgbench %.0f tx/s (%.0f WAL bytes, %.0f us CPU per tx), "
-           "engine %.0f tx/s (%.0f WAL bytes, %.0f us CPU per tx)\n",
+    conns[r] = run_engine(0, lat_c[r]);
+    double w3 = wal_bytes(), c3 = cpu_busy_s();
+    printf("round %d: pgbench %.0f tx/s (%.0f WAL bytes, %.0f us CPU per tx); "
+           "engine pooled (%d sessions) %.0f tx/s (%.0f WAL bytes, %.0f us CPU per tx, "
+           "requests p50 %.1f p99 %.1f ms); engine %d conns %.0f tx/s (%.0f WAL bytes, "
+           "%.0f us CPU per tx, p50 %.1f p99 %.1f ms)\n",
            r + 1, pgb[r], (w1 - w0) / (pgb[r] * SECONDS), (c1 - c0) * 1e6 / (pgb[r] * SECONDS),
-           engine[r], (w2 - w1) / (engine[r] * SECONDS), (c2 - c1) * 1e6 / (engine[r] * SECONDS));
+           pool, pooled[r], (w2 - w1) / (pooled[r] * SECONDS),
+           (c2 - c1) * 1e6 / (pooled[r] * SECONDS), lat_p[r][0], lat_p[r][1], THREADS, conns[r],
+           (w3 - w2) / (conns[r] * SECONDS), (c3 - c2) * 1e6 / (conns[r] * SECONDS), lat_c[r][0],
+           lat_c[r][1]);
     fflush(stdout);
   }
-  qsort(engine, ROUNDS, sizeof(double), cmp);
+  qsort(pooled, ROUNDS, sizeof(double), cmp);
+  qsort(conns, ROUNDS, sizeof(double), cmp);
   qsort(pgb, ROUNDS, sizeof(double), cmp);
-  printf("provisioning transaction, %d concurrent, %d s rounds, medians:\n", THREADS, SECONDS);
-  printf("  pgbench, the spec's four statements: %.0f tx/s\n", pgb[ROUNDS / 2]);
-  printf("  engine (decisions, capacity, instance, event, decision log, job): %.0f tx/s\n",
-         engine[ROUNDS / 2]);
-  if (getenv("BENCH_ENGINE_ONLY"))
-    printf("  engine / pgbench: not measured (BENCH_ENGINE_ONLY)\n");
-  else
-    printf("  engine / pgbench: %.2fx (target >= 0.80x)\n", engine[ROUNDS / 2] / pgb[ROUNDS / 2]);
+  double m = pgb[ROUNDS / 2];
+  printf("provisioning transaction, %d concurrent requests, %d s rounds, medians:\n", THREADS, SECONDS);
+  printf("  pgbench -c %d, the spec's four statements: %.0f tx/s\n", THREADS, m);
+  printf("  engine (decisions, capacity, instance, event, decision log, job):\n");
+  printf("    pooled, %d sessions (as solobase serve): %.0f tx/s", pool, pooled[ROUNDS / 2]);
+  if (engine_only) printf("\n");
+  else printf(", %.2fx pgbench (target >= 0.80x)\n", pooled[ROUNDS / 2] / m);
+  printf("    %d connections, one per request:       %.0f tx/s", THREADS, conns[ROUNDS / 2]);
+  if (engine_only) printf("\n");
+  else printf(", %.2fx pgbench\n", conns[ROUNDS / 2] / m);
   check_allocation();
   free(bindir);
 }
