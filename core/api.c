@@ -156,9 +156,6 @@ static bool db_usable(sb_api_worker_t *w, sb_error_t *err) {
 static const char as_customer_sql[] =
     "SELECT set_config('role', 'sb_api_customer', true), set_config('sb.user_id', $1, true)";
 
-/* Runs a read (sql, a static string) as who: operators directly; customers as the role
- * sb_api_customer with sb.user_id set, in one implicit transaction and one round trip,
- * so row-level security applies. */
 /* The statements of read_as() into st (the query last); how many. cp keeps the
  * customer's parameter and lives as long as st. */
 static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
@@ -173,6 +170,9 @@ static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
   return 2;
 }
 
+/* Runs a read (sql, a static string) as who: operators directly; customers as the role
+ * sb_api_customer with sb.user_id set, in one implicit transaction and one round trip,
+ * so row-level security applies. */
 static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql, int n,
                          const char *const *params, sb_error_t *err) {
   if (who->operator) return sb_db_query_prepared(w->db, sql, n, params, err);
