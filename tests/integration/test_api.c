@@ -1100,6 +1100,38 @@ static void *run_request(void *arg) {
   return NULL;
 }
 
+/* A notification that comes in while the listener is reading arrives with libpq's
+ * answer, not on the socket: it must still be acted on. Each round commits an event big
+ * enough that reading it takes a while, then, during that read, a small one: the small
+ * one must arrive at once, not at the listener's once-a-second read (as it did). */
+static void test_event_during_read(void **state) {
+  (void)state;
+  sbt_ws_t *c = ws_connect(0, op_token);
+  assert_string_equal(subscribe(c, "{\"type\":\"subscribe\",\"id\":\"s\",\"filter\":"
+                                   "{\"types\":[\"test.after\"]}}"),
+                      "");
+  double worst_ms = 0;
+  for (int round = 0; round < 3; round++) {
+    usleep(1200000); /* quiet: the big event's notification is read at once */
+    PQclear(sbtest_query(db,
+                         "INSERT INTO instance_events (event_type, description, payload) "
+                         "VALUES ('test.big', 'big', jsonb_build_object('blob', "
+                         "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300000) g)))",
+                         0, NULL));
+    usleep(20000); /* the listener is reading it now */
+    uint64_t t0 = sb_now_ns();
+    insert_events("test.after", NULL, NULL, 1);
+    got_t g = {0};
+    collect(c, &g, 1, 3000);
+    double ms = (double)(sb_now_ns() - t0) / 1e6;
+    assert_int_equal(g.n, 1);
+    got_free(&g);
+    if (ms > worst_ms) worst_ms = ms;
+  }
+  if (worst_ms > 500) fail_msg("an event committed during a read took %.0f ms to arrive", worst_ms);
+  sbt_ws_free(c);
+}
+
 /* Requests that wait together are answered together (one pipeline per worker, each
  * request its own transaction, role and user): with the instances table locked, both
  * API workers block on their first request and the rest queue up, so the next take
@@ -1223,6 +1255,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_slow_client, before, after),
       cmocka_unit_test_setup_teardown(test_idle_sessions_cost_nothing, before, after),
       cmocka_unit_test_setup_teardown(test_token_revoked, before, after),
+      cmocka_unit_test_setup_teardown(test_event_during_read, before, after),
       cmocka_unit_test_setup_teardown(test_batched_reads, before, after),
       cmocka_unit_test_setup_teardown(test_shutdown, before, after),
   };
