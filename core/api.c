@@ -749,6 +749,12 @@ void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
   handle(w, req, resp, NULL);
 }
 
+bool sb_api_batchable(const sb_api_request_t *req) {
+  const char *id = req->path + strlen("/v1/instances/");
+  return strcmp(req->method, "GET") == 0 && strncmp(req->path, "/v1/instances/", 14) == 0 &&
+         *id && !strchr(id, '/');
+}
+
 void sb_api_handle_batch(sb_api_worker_t *w, const sb_api_request_t *const *reqs,
                          sb_api_response_t *const *resps, int n) {
   deferred_get_t *defer = sb_xcalloc((size_t)n, sizeof *defer);

@@ -76,6 +76,10 @@ void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
  * wake-up of the worker and of its PostgreSQL backend between them. */
 void sb_api_handle_batch(sb_api_worker_t *w, const sb_api_request_t *const *reqs,
                          sb_api_response_t *const *resps, int n);
+/* True for the requests sb_api_handle_batch() reads together (GET /v1/instances/{id}):
+ * a worker takes several of those at once, anything else alone, so that a slow request
+ * never holds others back. */
+bool sb_api_batchable(const sb_api_request_t *req);
 void sb_api_response_free(sb_api_response_t *resp);
 
 /* For the websocket side: checks a token. */

@@ -937,12 +937,16 @@ static void work_ws(sb_api_worker_t *aw, work_t *w) {
   }
 }
 
-/* A worker takes up to WORKER_TAKE items at a time: the HTTP requests among them are
- * answered together (sb_api_handle_batch: their instance reads share one pipeline),
- * and all go back to the loop with one wake-up. Under load the queue is never empty,
- * so a round trip to PostgreSQL and a context switch serve many requests; when it is
- * quiet a worker takes the one request there is, at once. */
+/* A worker takes the item at the head of the queue and, when that is an instance read
+ * (sb_api_batchable), the reads right behind it, up to WORKER_TAKE: they are answered
+ * together (sb_api_handle_batch: one pipeline) and go back to the loop with one
+ * wake-up. Under load a round trip to PostgreSQL and a context switch serve many
+ * reads; anything else is taken alone, so a slow request (a lock wait, a provisioning
+ * transaction) holds up nothing but itself; when it is quiet a worker takes the one
+ * request there is, at once. */
 #define WORKER_TAKE 32
+
+static bool batchable(const work_t *w) { return w->kind == WORK_HTTP && sb_api_batchable(&w->req); }
 
 static void *worker_main(void *arg) {
   sb_httpd_t *s = arg;
@@ -954,7 +958,8 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&s->queued.mu);
     while (!s->queued.head && !atomic_load(&s->stopped))
       pthread_cond_wait(&s->queued.cv, &s->queued.mu);
-    while (n < WORKER_TAKE && s->queued.head) {
+    while (s->queued.head && (n == 0 || (n < WORKER_TAKE && batchable(take[0]) &&
+                                         batchable(s->queued.head)))) {
       take[n++] = s->queued.head;
       s->queued.head = s->queued.head->next;
     }

@@ -1132,11 +1132,12 @@ static void test_event_during_read(void **state) {
   sbt_ws_free(c);
 }
 
-/* Requests that wait together are answered together (one pipeline per worker, each
- * request its own transaction, role and user): with the instances table locked, both
- * API workers block on their first request and the rest queue up, so the next take
- * holds customers of two users, an operator, refused and unbatched requests at once.
- * Each must get exactly its own answer. */
+/* Instance reads that wait together are answered together (one pipeline per worker,
+ * each request its own transaction, role and user): with the instances table locked,
+ * both API workers block on their first take and the rest queue up, so the next takes
+ * hold customers of two users, an operator and refused requests at once, with requests
+ * that are taken alone (/v1/plans) between them. Each must get exactly its own
+ * answer. */
 static void test_batched_reads(void **state) {
   (void)state;
   char ada_inst[37], bob_inst[37], path_ada[96], path_bob[96];
