@@ -745,10 +745,6 @@ static void handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
   fail(w, resp, 404, "not_found", NULL, "no route %.200s", path);
 }
 
-void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp) {
-  handle(w, req, resp, NULL);
-}
-
 bool sb_api_batchable(const sb_api_request_t *req) {
   const char *id = req->path + strlen("/v1/instances/");
   return strcmp(req->method, "GET") == 0 && strncmp(req->path, "/v1/instances/", 14) == 0 &&

@@ -67,13 +67,12 @@ typedef struct sb_api_shared {
 sb_api_worker_t *sb_api_worker_new(const sb_api_shared_t *shared, sb_error_t *err);
 void sb_api_worker_free(sb_api_worker_t *w);
 
-/* Answers one HTTP request; resp is filled (never left empty). */
-void sb_api_handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp);
-/* Answers n requests, resps[i] for reqs[i], as sb_api_handle would one by one, but the
+/* Answers n HTTP requests, resps[i] for reqs[i] (each filled, never left empty). The
  * reads of one instance (GET /v1/instances/{id}, what dashboards poll) go to the
  * database together as one libpq pipeline, each its own implicit transaction (its own
  * Sync, and for a customer its own role and user), so they cost one round trip and one
- * wake-up of the worker and of its PostgreSQL backend between them. */
+ * wake-up of the worker and of its PostgreSQL backend between them; every other
+ * request is answered on its own. */
 void sb_api_handle_batch(sb_api_worker_t *w, const sb_api_request_t *const *reqs,
                          sb_api_response_t *const *resps, int n);
 /* True for the requests sb_api_handle_batch() reads together (GET /v1/instances/{id}):
