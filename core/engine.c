@@ -273,11 +273,8 @@ static void *coordinator_main(void *arg) {
       }
       PGnotify *nt;
       bool any = false;
-      while ((nt = PQnotifies(e->coord->conn))) {
-        /* sb_jobs, or an event whose transaction queued a job ("SEQ j", 005_api.sql). */
-        size_t len = strlen(nt->extra);
-        if (strcmp(nt->relname, "sb_jobs") == 0 || (len > 2 && strcmp(nt->extra + len - 2, " j") == 0))
-          any = true;
+      while ((nt = PQnotifies(e->coord->conn))) { /* sb_jobs: a job was queued */
+        any = true;
         PQfreemem(nt);
       }
       if (any) wake_workers(e);
@@ -347,10 +344,8 @@ sb_engine_t *sb_engine_start(sb_error_t *err) {
   if (sb_policy_registry_reload(e->policies, &rep, err) != 0) goto fail;
   if (!(e->watch = sb_policy_watch_start(e->policies, err))) goto fail;
   if (sb_engine_register(e->coord, &e->id, err) != 0) goto fail;
-  /* Jobs are announced on sb_jobs, or by an event tagged " j" (schema/005_api.sql). */
-  if (sb_db_exec_params(e->coord, "LISTEN sb_jobs", 0, NULL, err) != 0 ||
-      sb_db_exec_params(e->coord, "LISTEN sb_events", 0, NULL, err) != 0)
-    goto fail;
+  /* Queued jobs are announced on sb_jobs (core/jobs.c, schema/007_jobs_notify.sql). */
+  if (sb_db_exec_params(e->coord, "LISTEN sb_jobs", 0, NULL, err) != 0) goto fail;
   char interval[32];
   snprintf(interval, sizeof interval, "%ld", sb_config()->health_check_interval_s);
   const char *ip[] = {interval};

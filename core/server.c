@@ -203,6 +203,7 @@ typedef struct ws_session {
   bool announce_replayed;
   char *outbox[MAX_OUTBOX];
   int nout;
+  bool broken;          /* a write failed outside its writable callback: close */
   char *rx;             /* a message being received */
   size_t rxlen, rxcap;
   bool rx_too_big;
@@ -487,6 +488,7 @@ static int send_from_ring(sb_httpd_t *s, ws_session_t *ws) {
 }
 
 static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
+  if (ws->broken) return -1;
   if (ws->nout > 0) {
     char *msg = ws->outbox[0];
     memmove(ws->outbox, ws->outbox + 1, (size_t)(ws->nout - 1) * sizeof *ws->outbox);
@@ -536,6 +538,27 @@ static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
     ws_queue_table(s, ws);
   }
   return 0;
+}
+
+/* New events are in the ring: a session with nothing else to write gets them now,
+ * written from the arrival, not from a writable callback. With 1,000 subscribers that
+ * is one send() each per arrival and nothing else: no POLLOUT to set and clear, no poll
+ * round in between. libwebsockets allows writes outside the writable callback on the
+ * service thread; a send the socket cannot take whole is kept by lws (partial
+ * buffered), which flushes it when the socket drains, and until then this session goes
+ * the writable way. Anything else (replies queued, a replay, a recheck, closing) goes
+ * the writable way too, so the order of what a client receives is unchanged. */
+static void ws_push(sb_httpd_t *s, ws_session_t *ws) {
+  if (!ws->streaming || ws->replaying) return;
+  if (ws->nout || ws->closing || ws->rechecking || ws->broken || ws->announce_replayed ||
+      lws_partial_buffered(ws->wsi)) {
+    lws_callback_on_writable(ws->wsi);
+    return;
+  }
+  if (send_from_ring(s, ws) != 0) {
+    ws->broken = true; /* the writable callback closes it */
+    lws_callback_on_writable(ws->wsi);
+  }
 }
 
 /* ---- websocket input -------------------------------------------------------------------- */
@@ -1097,18 +1120,21 @@ static void *listener_main(void *arg) {
      * socket already, and waiting for the socket would leave their events for the
      * once-a-second read. */
     pending |= take_notifications(s, db);
-    struct pollfd fds[2] = {{PQsocket(db->conn), POLLIN, 0}, {s->listener_stop_fd, POLLIN, 0}};
+    /* While a read is due anyway, the socket is left alone until then: under a busy
+     * stream that is one wake-up per window instead of one per notification. */
+    struct pollfd fds[2] = {{s->listener_stop_fd, POLLIN, 0}, {PQsocket(db->conn), POLLIN, 0}};
     struct timespec wait = {1, 0};
     if (pending) {
       uint64_t now = sb_now_ns(), due = last_fetch + window_ns;
       uint64_t left = due > now ? due - now : 0;
       wait = (struct timespec){(time_t)(left / 1000000000u), (long)(left % 1000000000u)};
     }
-    int n = ppoll(fds, 2, &wait, NULL);
+    int n = ppoll(fds, pending ? 1 : 2, &wait, NULL);
     if (n < 0 && errno != EINTR) break;
-    if (fds[1].revents) break;
+    if (fds[0].revents) break;
     bool fetch = n == 0 && !pending; /* once a second anyway: a lost notification loses nothing */
-    if (fds[0].revents && !PQconsumeInput(db->conn)) {
+    if (pending) fds[1].revents = POLLIN; /* read what came during the wait */
+    if (fds[1].revents && !PQconsumeInput(db->conn)) {
       sb_warn("events", "the event connection broke: %s", PQerrorMessage(db->conn));
       sb_db_free(db);
       db = listener_connect(s);
@@ -1306,8 +1332,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       free(a);
     }
     if (any)
-      for (ws_session_t *ws = s->sessions; ws; ws = ws->next)
-        if (ws->streaming && !ws->replaying) lws_callback_on_writable(ws->wsi);
+      for (ws_session_t *ws = s->sessions; ws; ws = ws->next) ws_push(s, ws);
     if (atomic_load(&s->stopping) && !s->closing_all) {
       s->closing_all = true;
       /* New requests are answered 503 and new websockets refused from now on (see

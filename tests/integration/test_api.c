@@ -26,6 +26,7 @@
  *                 again it gets `overflow` with its last id and a close 4008.
  *   tokens        a websocket whose token is revoked is closed with 4001 at once and
  *                 gets nothing committed after; one whose token expires, at expiry.
+ *   job wake      a job queued with an event is claimed at once (NOTIFY sb_jobs).
  *   shutdown      SIGTERM closes websockets with 1001, still answers the request in
  *                 flight, refuses new ones with a JSON 503, and the engine exits 0.
  */
@@ -1132,6 +1133,38 @@ static void test_event_during_read(void **state) {
   sbt_ws_free(c);
 }
 
+/* A transaction that queues a job and writes an event wakes the job workers at once:
+ * its event sequencer sends NOTIFY sb_jobs, the one channel the coordinator listens on
+ * (schema/007_jobs_notify.sql). Idle workers otherwise look once a second, so the claim
+ * would come most of a second later (each trial starts soon after the last claim). */
+static void test_job_wakes_workers(void **state) {
+  (void)state;
+  usleep(1500000); /* the engine's start-up jobs are done */
+  double worst_ms = 0;
+  for (int trial = 0; trial < 3; trial++) {
+    uint64_t t0 = sb_now_ns();
+    char *id = scalar("WITH j AS (INSERT INTO jobs (kind) VALUES ('jobs.cleanup') RETURNING id), "
+                      "e AS (INSERT INTO instance_events (event_type, description) "
+                      "VALUES ('test.wake', 'a job came with this event') RETURNING 1) "
+                      "SELECT id FROM j, e",
+                      0, NULL);
+    const char *p[] = {id};
+    double ms = 0;
+    for (;;) {
+      char *st = scalar("SELECT status FROM jobs WHERE id = $1", 1, p);
+      bool claimed = strcmp(st, "queued") != 0;
+      free(st);
+      ms = (double)(sb_now_ns() - t0) / 1e6;
+      if (claimed || ms > 3000) break;
+      usleep(5000);
+    }
+    free(id);
+    if (ms > worst_ms) worst_ms = ms;
+    usleep(100000);
+  }
+  if (worst_ms > 300) fail_msg("a job queued with an event waited %.0f ms for a worker", worst_ms);
+}
+
 /* Instance reads that wait together are answered together (one pipeline per worker,
  * each request its own transaction, role and user): with the instances table locked,
  * both API workers block on their first take and the rest queue up, so the next takes
@@ -1258,6 +1291,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_token_revoked, before, after),
       cmocka_unit_test_setup_teardown(test_event_during_read, before, after),
       cmocka_unit_test_setup_teardown(test_batched_reads, before, after),
+      cmocka_unit_test_setup_teardown(test_job_wakes_workers, before, after),
       cmocka_unit_test_setup_teardown(test_shutdown, before, after),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
