@@ -158,30 +158,51 @@ static const char as_customer_sql[] =
 
 /* The statements of read_as() into st (the query last); how many. cp keeps the
  * customer's parameter and lives as long as st. */
-static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
-                         const char *const *params, const char **cp, sb_db_stmt_t st[2]) {
+static int read_as_stmts_x(const sb_principal_t *who, const char *sql, int n,
+                           const char *const *params, bool prepared, const char **cp,
+                           sb_db_stmt_t st[2]) {
   if (who->operator) {
-    st[0] = (sb_db_stmt_t){sql, n, params, true, NULL};
+    st[0] = (sb_db_stmt_t){sql, n, params, prepared, NULL};
     return 1;
   }
   cp[0] = who->user_id;
   st[0] = (sb_db_stmt_t){as_customer_sql, 1, cp, true, NULL};
-  st[1] = (sb_db_stmt_t){sql, n, params, true, NULL};
+  st[1] = (sb_db_stmt_t){sql, n, params, prepared, NULL};
   return 2;
+}
+
+static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
+                         const char *const *params, const char **cp, sb_db_stmt_t st[2]) {
+  return read_as_stmts_x(who, sql, n, params, true, cp, st);
 }
 
 /* Runs a read (sql, a static string) as who: operators directly; customers as the role
  * sb_api_customer with sb.user_id set, in one implicit transaction and one round trip,
  * so row-level security applies. */
-static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql, int n,
-                         const char *const *params, sb_error_t *err) {
-  if (who->operator) return sb_db_query_prepared(w->db, sql, n, params, err);
+static PGresult *read_as_x(sb_api_worker_t *w, const sb_principal_t *who, const char *sql,
+                           int n, const char *const *params, bool prepared, sb_error_t *err) {
+  if (who->operator)
+    return prepared ? sb_db_query_prepared(w->db, sql, n, params, err)
+                    : sb_db_query(w->db, sql, n, params, err);
   const char *cp[1];
   sb_db_stmt_t stmts[2];
-  int k = read_as_stmts(who, sql, n, params, cp, stmts);
+  int k = read_as_stmts_x(who, sql, n, params, prepared, cp, stmts);
   if (sb_db_pipeline(w->db, stmts, k, err) != 0) return NULL;
   PQclear(stmts[0].result);
   return stmts[1].result;
+}
+
+static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql, int n,
+                         const char *const *params, sb_error_t *err) {
+  return read_as_x(w, who, sql, n, params, true, err);
+}
+
+/* A range read (ids after a position): planned for its values each time. Prepared
+ * statements run as generic plans (core/db.c), and the generic plan of `seq > $1` made
+ * while instance_events was small reads the whole table for every page. */
+static PGresult *read_range_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql,
+                               int n, const char *const *params, sb_error_t *err) {
+  return read_as_x(w, who, sql, n, params, false, err);
 }
 
 /* The user a customer's query names as well ($n::uuid IS NULL OR user_id = $n): NULL
@@ -493,7 +514,7 @@ PGresult *sb_api_events_page(sb_api_worker_t *w, const sb_principal_t *who, int6
   snprintf(b, sizeof b, "%lld", (long long)before);
   snprintf(l, sizeof l, "%d", limit);
   const char *p[] = {a, b, l, owner_of(who)};
-  PGresult *res = read_as(w, who,
+  PGresult *res = read_range_as(w, who,
                           "SELECT " SB_EVENT_COLUMNS ", sb_events_oldest() "
                           "FROM instance_events e WHERE e.seq > $1::bigint "
                           "AND ($2::bigint = 0 OR e.seq < $2::bigint) "

@@ -264,6 +264,16 @@ static void ring_append(sb_httpd_t *s, event_t *e) {
   s->last_seq = e->seq;
 }
 
+/* Where a client catching up may join the ring: every event with a greater id is in
+ * the ring and within BACKLOG / 2 of the newest, so one that joins is not cut off for
+ * being too far behind as soon as it joins (half the backlog is left for what arrives
+ * while it catches up). A client further back replays from the database first. */
+static int64_t join_floor(sb_httpd_t *s) {
+  uint64_t keep = BACKLOG / 2;
+  if (s->head - oldest_pos(s) > keep) return at(s, s->head - keep - 1)->seq;
+  return s->ring_floor;
+}
+
 /* First position holding an event with id > seq (head when none). */
 static uint64_t position_after(sb_httpd_t *s, int64_t seq) {
   uint64_t lo = oldest_pos(s), hi = s->head;
@@ -408,7 +418,8 @@ static int batch_send(sb_httpd_t *s, ws_session_t *ws, size_t len, int count) {
   return 0;
 }
 
-/* Sends the next rows of a database replay. -1: the connection failed. */
+/* Sends the next rows of a database replay: 1 when it wrote, 0 when nothing was to be
+ * written, -1: the connection failed. */
 static int send_replay_rows(sb_httpd_t *s, ws_session_t *ws) {
   size_t len = batch_start(&s->batch);
   int count = 0;
@@ -425,7 +436,7 @@ static int send_replay_rows(sb_httpd_t *s, ws_session_t *ws) {
     ws->replay_row++;
   }
   if (count && batch_send(s, ws, len, count) != 0) return -1;
-  return 0;
+  return count > 0;
 }
 
 static void request_replay(sb_httpd_t *s, ws_session_t *ws);
@@ -507,7 +518,8 @@ static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
   }
   if (!ws->streaming || ws->rechecking) return 0;
   if (ws->replay_rows) {
-    if (send_replay_rows(s, ws) != 0) return -1;
+    int wrote = send_replay_rows(s, ws);
+    if (wrote < 0) return -1;
     if (ws->replay_row < PQntuples(ws->replay_rows)) {
       lws_callback_on_writable(ws->wsi);
       return 0;
@@ -518,12 +530,17 @@ static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
     /* A page that is not full read everything below replay_before that this client may
      * see: that is its position now, though a customer's last event may be far below. */
     if (!full_page && ws->last_sent < ws->replay_before - 1) ws->last_sent = ws->replay_before - 1;
-    if (full_page || ws->last_sent < s->ring_floor) {
+    if (full_page || ws->last_sent < join_floor(s)) {
       request_replay(s, ws);
       return 0;
     }
     ws->replaying = false;
     ws->cursor = position_after(s, ws->last_sent);
+    /* One write per writable callback: the ring's part goes in the next one. */
+    if (wrote) {
+      lws_callback_on_writable(ws->wsi);
+      return 0;
+    }
   }
   if (ws->replaying) return 0; /* a page is on its way */
   if (send_from_ring(s, ws) != 0) return -1;
@@ -619,7 +636,7 @@ static void request_replay(sb_httpd_t *s, ws_session_t *ws) {
   w->kind = WORK_WS_REPLAY;
   w->session = ws;
   w->after = ws->last_sent;
-  w->before = s->ring_floor + 1; /* the ring has everything after ring_floor */
+  w->before = join_floor(s) + 1; /* the ring has everything after it, near enough */
   w->who = ws->who;
   ws->inflight++;
   ws->replaying = ws->replay_pending = true;
@@ -707,7 +724,7 @@ static void finish_subscribe(sb_httpd_t *s, ws_session_t *ws, pending_sub_t *p) 
   }
   ws->last_sent = last_id;
   ws->announce_replayed = true;
-  if (last_id >= s->ring_floor) {
+  if (last_id >= join_floor(s)) {
     ws->cursor = position_after(s, last_id);
     lws_callback_on_writable(ws->wsi);
   } else {
@@ -1026,10 +1043,13 @@ static int fetch_events(sb_httpd_t *s, sb_db_t *db, int64_t *last, sb_error_t *e
     char after[32];
     snprintf(after, sizeof after, "%lld", (long long)*last);
     const char *p[] = {after};
-    PGresult *res = sb_db_query_prepared(db,
-                                         "SELECT " SB_EVENT_COLUMNS " FROM instance_events e "
-                                         "WHERE e.seq > $1::bigint ORDER BY e.seq LIMIT 2000",
-                                         1, p, err);
+    /* Planned for its value each time (unnamed): a generic plan of `seq > $1` made
+     * while the table was small reads all of it on every fetch, and keeps doing so as
+     * it grows (test_stream_reads_use_index). */
+    PGresult *res = sb_db_query(db,
+                                "SELECT " SB_EVENT_COLUMNS " FROM instance_events e "
+                                "WHERE e.seq > $1::bigint ORDER BY e.seq LIMIT 2000",
+                                1, p, err);
     if (!res) return -1;
     int n = PQntuples(res);
     if (n > 0) {
