@@ -158,9 +158,9 @@ static const char as_customer_sql[] =
 
 /* The statements of read_as() into st (the query last); how many. cp keeps the
  * customer's parameter and lives as long as st. */
-static int read_as_stmts_x(const sb_principal_t *who, const char *sql, int n,
-                           const char *const *params, bool prepared, const char **cp,
-                           sb_db_stmt_t st[2]) {
+static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
+                         const char *const *params, bool prepared, const char **cp,
+                         sb_db_stmt_t st[2]) {
   if (who->operator) {
     st[0] = (sb_db_stmt_t){sql, n, params, prepared, NULL};
     return 1;
@@ -169,11 +169,6 @@ static int read_as_stmts_x(const sb_principal_t *who, const char *sql, int n,
   st[0] = (sb_db_stmt_t){as_customer_sql, 1, cp, true, NULL};
   st[1] = (sb_db_stmt_t){sql, n, params, prepared, NULL};
   return 2;
-}
-
-static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
-                         const char *const *params, const char **cp, sb_db_stmt_t st[2]) {
-  return read_as_stmts_x(who, sql, n, params, true, cp, st);
 }
 
 /* Runs a read (sql, a static string) as who: operators directly; customers as the role
@@ -186,7 +181,7 @@ static PGresult *read_as_x(sb_api_worker_t *w, const sb_principal_t *who, const 
                     : sb_db_query(w->db, sql, n, params, err);
   const char *cp[1];
   sb_db_stmt_t stmts[2];
-  int k = read_as_stmts_x(who, sql, n, params, prepared, cp, stmts);
+  int k = read_as_stmts(who, sql, n, params, prepared, cp, stmts);
   if (sb_db_pipeline(w->db, stmts, k, err) != 0) return NULL;
   PQclear(stmts[0].result);
   return stmts[1].result;
@@ -786,7 +781,7 @@ void sb_api_handle_batch(sb_api_worker_t *w, const sb_api_request_t *const *reqs
     d->params[0] = d->id;
     d->params[1] = owner_of(&d->who);
     groups[ngroups].stmts = d->stmts;
-    groups[ngroups].n = read_as_stmts(&d->who, instance_sql, 2, d->params, d->cp, d->stmts);
+    groups[ngroups].n = read_as_stmts(&d->who, instance_sql, 2, d->params, true, d->cp, d->stmts);
     of[ngroups++] = i;
   }
   if (ngroups > 0) sb_db_pipeline_groups(w->db, groups, ngroups);
