@@ -87,6 +87,21 @@ static void hist_add(histogram_t *h, int64_t ns) {
   if (ns > h->max_ns) h->max_ns = ns;
 }
 
+/* Latency by second of commit time (from the first commit): where in a run it grew. */
+#define TIMELINE_S 600
+static struct {
+  int64_t max_ns[TIMELINE_S];
+  uint64_t n[TIMELINE_S], over10[TIMELINE_S];
+} timeline;
+
+static void timeline_add(int64_t commit_ns, int64_t first_ns, int64_t lat_ns) {
+  int64_t sec = (commit_ns - first_ns) / 1000000000;
+  if (sec < 0 || sec >= TIMELINE_S) return;
+  timeline.n[sec]++;
+  timeline.over10[sec] += lat_ns > 10000000;
+  if (lat_ns > timeline.max_ns[sec]) timeline.max_ns[sec] = lat_ns;
+}
+
 /* Upper edge of the bucket holding the p-th fraction of samples, in ms. */
 static double hist_pct_ms(const histogram_t *h, double p) {
   if (h->n == 0) return 0;
@@ -373,6 +388,7 @@ static void deliver(session_t *s, int64_t id, long n, int64_t now) {
   } else {
     if (now - c > B.hist.max_ns) B.max_event = n, B.max_event_commit = c;
     hist_add(&B.hist, now - c);
+    timeline_add(c, atomic_load_explicit(&commit_ns[0], memory_order_relaxed), now - c);
   }
 }
 
@@ -869,6 +885,7 @@ static void report(void) {
     if (B.pending[i].received_ns - c > B.hist.max_ns)
       B.max_event = B.pending[i].event, B.max_event_commit = c;
     hist_add(&B.hist, B.pending[i].received_ns - c);
+    timeline_add(c, atomic_load(&commit_ns[0]), B.pending[i].received_ns - c);
   }
   long missing = 0, dups = 0, ooo = 0;
   int c_missing = 0, c_dups = 0, c_ooo = 0, shown = 0, overflowed = 0;
@@ -911,6 +928,12 @@ static void report(void) {
   if (h->n)
     printf("  the slowest delivery: event %ld of %ld, committed %.3f s after the first\n", B.max_event + 1,
            want, (double)(B.max_event_commit - atomic_load(&commit_ns[0])) / 1e9);
+  printf("  by second of commit, the slowest delivery in ms (and the share over 10 ms):");
+  for (int i = 0; i < TIMELINE_S; i++)
+    if (timeline.n[i])
+      printf(" %d: %.0f (%.0f%%)", i, (double)timeline.max_ns[i] / 1e6,
+             100.0 * (double)timeline.over10[i] / (double)timeline.n[i]);
+  printf("\n");
   printf("  checks: %ld missing (%d clients), %ld duplicates (%d clients), %ld out of order (%d clients), "
          "%ld foreign events, %ld unreadable messages, %ld errors, %d overflowed, %d closed early\n",
          missing, c_missing, dups, c_dups, ooo, c_ooo, B.foreign, B.bad, B.errors, overflowed, B.closed_early);
