@@ -155,18 +155,31 @@ static bool db_usable(sb_api_worker_t *w, sb_error_t *err) {
 
 static const char as_customer_sql[] =
     "SELECT set_config('role', 'sb_api_customer', true), set_config('sb.user_id', $1, true)";
+/* Unprepared reads are to be planned for their values, but an API worker's connection
+ * has plan_cache_mode = force_generic_plan for its prepared statements (core/db.c), and
+ * that applies to unnamed statements too: these set it back for their own implicit
+ * transaction only (the pipeline's one Sync ends it). */
+static const char as_customer_planned_sql[] =
+    "SELECT set_config('role', 'sb_api_customer', true), set_config('sb.user_id', $1, true), "
+    "set_config('plan_cache_mode', 'force_custom_plan', true)";
+static const char planned_sql[] = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)";
 
 /* The statements of read_as() into st (the query last); how many. cp keeps the
- * customer's parameter and lives as long as st. */
+ * customer's parameter and lives as long as st. Unprepared (`prepared` false), the
+ * query is planned for its values. */
 static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
                          const char *const *params, bool prepared, const char **cp,
                          sb_db_stmt_t st[2]) {
   if (who->operator) {
-    st[0] = (sb_db_stmt_t){sql, n, params, prepared, NULL};
-    return 1;
+    if (prepared) {
+      st[0] = (sb_db_stmt_t){sql, n, params, true, NULL};
+      return 1;
+    }
+    st[0] = (sb_db_stmt_t){planned_sql, 0, NULL, true, NULL};
+  } else {
+    cp[0] = who->user_id;
+    st[0] = (sb_db_stmt_t){prepared ? as_customer_sql : as_customer_planned_sql, 1, cp, true, NULL};
   }
-  cp[0] = who->user_id;
-  st[0] = (sb_db_stmt_t){as_customer_sql, 1, cp, true, NULL};
   st[1] = (sb_db_stmt_t){sql, n, params, prepared, NULL};
   return 2;
 }
@@ -176,9 +189,7 @@ static int read_as_stmts(const sb_principal_t *who, const char *sql, int n,
  * so row-level security applies. */
 static PGresult *read_as_x(sb_api_worker_t *w, const sb_principal_t *who, const char *sql,
                            int n, const char *const *params, bool prepared, sb_error_t *err) {
-  if (who->operator)
-    return prepared ? sb_db_query_prepared(w->db, sql, n, params, err)
-                    : sb_db_query(w->db, sql, n, params, err);
+  if (who->operator && prepared) return sb_db_query_prepared(w->db, sql, n, params, err);
   const char *cp[1];
   sb_db_stmt_t stmts[2];
   int k = read_as_stmts(who, sql, n, params, prepared, cp, stmts);
@@ -192,10 +203,12 @@ static PGresult *read_as(sb_api_worker_t *w, const sb_principal_t *who, const ch
   return read_as_x(w, who, sql, n, params, true, err);
 }
 
-/* A range read (ids after a position): planned for its values each time. Prepared
- * statements run as generic plans (core/db.c), and the generic plan of `seq > $1` made
- * while instance_events was small reads the whole table for every page. */
-static PGresult *read_range_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql,
+/* A read planned for its values each time. Prepared statements run as generic plans
+ * (core/db.c): for a range (ids after a position) the generic plan of `seq > $1` made
+ * while instance_events was small reads the whole table for every page; for optional
+ * filters (`$1 IS NULL OR status = $1`) no index can serve a generic plan, so a list
+ * by a rare status read every instance (test_instance_list_reads_what_it_lists). */
+static PGresult *read_planned_as(sb_api_worker_t *w, const sb_principal_t *who, const char *sql,
                                int n, const char *const *params, sb_error_t *err) {
   return read_as_x(w, who, sql, n, params, false, err);
 }
@@ -455,7 +468,7 @@ static void route_list(sb_api_worker_t *w, const sb_principal_t *who, const sb_a
   const char *p[] = {has_status ? status : NULL, has_user ? user : (who->operator ? NULL : who->user_id),
                      cts[0] ? cts : NULL, cid[0] ? cid : NULL, lim};
   sb_error_t err;
-  PGresult *res = read_as(
+  PGresult *res = read_planned_as(
       w, who,
       "WITH page AS (SELECT i.* FROM instances i WHERE ($1::text IS NULL OR i.status = $1) "
       "AND ($2::uuid IS NULL OR i.user_id = $2::uuid) AND ($3::bigint IS NULL OR "
@@ -509,7 +522,7 @@ PGresult *sb_api_events_page(sb_api_worker_t *w, const sb_principal_t *who, int6
   snprintf(b, sizeof b, "%lld", (long long)before);
   snprintf(l, sizeof l, "%d", limit);
   const char *p[] = {a, b, l, owner_of(who)};
-  PGresult *res = read_range_as(w, who,
+  PGresult *res = read_planned_as(w, who,
                           "SELECT " SB_EVENT_COLUMNS ", sb_events_oldest() "
                           "FROM instance_events e WHERE e.seq > $1::bigint "
                           "AND ($2::bigint = 0 OR e.seq < $2::bigint) "

@@ -134,8 +134,10 @@ static const char *prepare(sb_db_t *db, const char *sql, int nparams, sb_error_t
     /* The engine prepares only statements that look rows up by key, for which the
      * generic plan is the right one. Left to choose, PostgreSQL sometimes keeps
      * re-planning every execution (custom plans), which for the provisioning statement
-     * costs more CPU than running it (tests/bench/provision_bench.c). Unnamed
-     * statements are always planned for their values and are not affected. */
+     * costs more CPU than running it (tests/bench/provision_bench.c). The setting
+     * applies to unnamed statements too (PostgreSQL plans them generic as well), so a
+     * read that must be planned for its values on such a connection sets
+     * plan_cache_mode = force_custom_plan for its transaction (core/api.c). */
     PGresult *set = PQexec(db->conn, "SET plan_cache_mode = force_generic_plan");
     PQclear(set);
   }
