@@ -77,6 +77,11 @@ const sb_config_option_t sb_config_options[] = {
      "5000", false,
      "the event listener reads new events at most once per this many microseconds, so a "
      "busy stream reaches each websocket in fewer, larger messages (0: on every NOTIFY)"},
+    {"events_fanout_busy_pct", "SOLOBASE_EVENTS_FANOUT_BUSY_PCT", SB_CFG_INT,
+     OPT(events_fanout_busy_pct), "50", false,
+     "the most of the server loop's time that passes writing new events to the websockets "
+     "may take: after a pass of d, the next starts no sooner than d * (100 - pct) / pct "
+     "later, and what commits meanwhile goes in it (100: passes back to back)"},
     {"dashboard_dir", "SOLOBASE_DASHBOARD_DIR", SB_CFG_STRING, OPT(dashboard_dir), NULL, false,
      "static files served at / (default: HOME/examples/dashboard)"},
     {NULL, NULL, 0, 0, NULL, false, NULL},
@@ -238,6 +243,11 @@ int sb_config_finish(sb_error_t *err) {
   derive_dir(&cfg.scripts_dir, cfg.home, "scripts");
   derive_dir(&cfg.dashboard_dir, cfg.home, "examples/dashboard");
   if (!cfg.master_key_file) cfg.master_key_file = sb_path_join(cfg.data_dir, "master.key");
+  if (cfg.events_fanout_busy_pct < 1 || cfg.events_fanout_busy_pct > 100) {
+    sb_error_set(err, "events_fanout_busy_pct must be from 1 to 100, got %ld",
+                 cfg.events_fanout_busy_pct);
+    return -1;
+  }
   if (cfg.workers < 1 || cfg.api_workers < 1) {
     sb_error_set(err, "workers and api_workers must be at least 1");
     return -1;

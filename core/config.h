@@ -44,6 +44,7 @@ typedef struct sb_config {
   long max_databases_per_server;
   long api_workers;
   long events_coalesce_us; /* the event listener reads new events at most once per this */
+  long events_fanout_busy_pct; /* fan-out passes take at most this share of the loop */
   char *dashboard_dir;
   char *config_file;      /* the file that was loaded, if any */
 } sb_config_t;

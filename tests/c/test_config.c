@@ -44,6 +44,7 @@ static void test_defaults(void **state) {
   assert_null(sb_config()->database_url);
   assert_string_equal(sb_config()->listen, "127.0.0.1:8080");
   assert_int_equal(sb_config()->health_check_interval_s, 300);
+  assert_int_equal(sb_config()->events_fanout_busy_pct, 50);
   assert_true(sb_config()->data_dir[0] == '/');
   assert_non_null(strstr(sb_config()->schema_dir, "/schema"));
 }
@@ -85,6 +86,16 @@ static void test_bad_values_are_refused(void **state) {
   assert_int_equal(sb_config_set("log_level", "loud", &err), 0);
   assert_int_equal(sb_config_finish(&err), -1);
   assert_non_null(strstr(err.msg, "log_level"));
+  /* A share of the loop's time: 1 to 100. */
+  assert_int_equal(sb_config_set("log_level", "info", &err), 0);
+  assert_int_equal(sb_config_set("events_fanout_busy_pct", "0", &err), 0);
+  assert_int_equal(sb_config_finish(&err), -1);
+  assert_non_null(strstr(err.msg, "events_fanout_busy_pct"));
+  assert_int_equal(sb_config_set("events_fanout_busy_pct", "101", &err), 0);
+  assert_int_equal(sb_config_finish(&err), -1);
+  assert_int_equal(sb_config_set("events_fanout_busy_pct", "100", &err), 0);
+  assert_int_equal(sb_config_finish(&err), 0);
+  assert_int_equal(sb_config()->events_fanout_busy_pct, 100);
 }
 
 int main(void) {

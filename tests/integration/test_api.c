@@ -218,6 +218,7 @@ typedef struct got {
   int64_t *ids;
   char (*users)[37];
   int n, cap;
+  int messages; /* `events` messages */
   int replayed, errors, too_old, overflow;
   int64_t replayed_last, overflow_last;
   int after_overflow; /* messages received after `overflow` */
@@ -241,6 +242,7 @@ static bool collect_one(sbt_ws_t *c, got_t *g, int timeout_ms) {
   const char *type = field("type");
   if (g->overflow) g->after_overflow++;
   if (strcmp(type, "events") == 0) {
+    g->messages++;
     lua_getfield(J, -1, "events");
     int n = (int)lua_rawlen(J, -1);
     for (int i = 1; i <= n; i++) {
@@ -744,6 +746,49 @@ static void test_two_engines(void **state) {
   free(created);
   got_free(&g);
   sbt_ws_free(c);
+}
+
+/* ---- paced fan-out passes ------------------------------------------------------------------- */
+
+/* events_fanout_busy_pct = 1: after each pass the next waits 99 times as long, and
+ * events_coalesce_us = 0 reads on every NOTIFY, so events committed one by one, 2 ms
+ * apart, arrive while a pass is put off: the pass that was due takes them all. Every
+ * client gets every event, in order, and in far fewer messages than events (without
+ * the pacing each event is its own message: with the setting at 100, 199 of 200; at 1,
+ * 4). */
+static void test_paced_fanout(void **state) {
+  (void)state;
+  enum { CLIENTS = 100, EVENTS = 200 };
+  stop_engine(1, SIGTERM);
+  setenv("SOLOBASE_EVENTS_FANOUT_BUSY_PCT", "1", 1);
+  setenv("SOLOBASE_EVENTS_COALESCE_US", "0", 1);
+  start_engine(1);
+  unsetenv("SOLOBASE_EVENTS_FANOUT_BUSY_PCT");
+  unsetenv("SOLOBASE_EVENTS_COALESCE_US");
+  sbt_ws_t *c[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++) {
+    c[i] = ws_connect(1, op_token);
+    assert_string_equal(subscribe(c[i], "{\"type\":\"subscribe\",\"id\":\"p\","
+                                        "\"filter\":{\"types\":[\"test.paced\"]}}"), "");
+  }
+  int64_t from = max_seq();
+  uint64_t t0 = sb_now_ns();
+  for (int i = 0; i < EVENTS; i++) {
+    PQclear(sbtest_query(db, "INSERT INTO instance_events (event_type) VALUES ('test.paced')", 0, NULL));
+    usleep(2000);
+  }
+  int64_t upto = max_seq();
+  for (int i = 0; i < CLIENTS; i++) {
+    got_t g = {0};
+    collect(c[i], &g, EVENTS, 5000);
+    assert_exactly(&g, from, upto, NULL);
+    if (g.messages > EVENTS / 2)
+      fail_msg("client %d: %d events in %d messages: the passes were not paced", i, g.n, g.messages);
+    got_free(&g);
+    sbt_ws_free(c[i]);
+  }
+  double took = (double)(sb_now_ns() - t0) / 1e9;
+  if (took > 10) fail_msg("%d events reached %d clients in %.1f s", EVENTS, CLIENTS, took);
 }
 
 /* ---- resume --------------------------------------------------------------------------------- */
@@ -1402,6 +1447,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_http_api, before, after),
       cmocka_unit_test_setup_teardown(test_customer_isolation, before, after),
       cmocka_unit_test_setup_teardown(test_two_engines, before, after),
+      cmocka_unit_test_setup_teardown(test_paced_fanout, before, after),
       cmocka_unit_test_setup_teardown(test_resume, before, after),
       cmocka_unit_test_setup_teardown(test_malformed, before, after),
       cmocka_unit_test_setup_teardown(test_slow_client, before, after),
