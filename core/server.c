@@ -597,10 +597,9 @@ static void ws_push(sb_httpd_t *s, ws_session_t *ws) {
  * can do: the clients fall behind, sends go partial and cost more, and the delay grows
  * for seconds (1,000 x 1,000 events/s on the 2-core benchmark machine: paced, the p99
  * was 2-5 times lower in every one of 4 interleaved runs; docs/benchmarks.md). Paced,
- * what commits during the pause goes in the next pass, so a busier stream makes
- * larger messages, not more of them.
- * Nothing waits when passes are short (few subscribers) or the stream is quiet; no
- * pause is longer than PASS_PAUSE_MAX_NS. */
+ * what commits during the pause goes in the next pass, so a busier stream makes larger
+ * messages, not more of them. Nothing waits when passes are short (few subscribers) or
+ * the stream is quiet; no pause is longer than PASS_PAUSE_MAX_NS. */
 #define PASS_PAUSE_MAX_NS 20000000u
 static uint64_t thread_cpu_ns(void) {
   struct timespec t;
