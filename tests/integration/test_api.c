@@ -789,6 +789,7 @@ static void test_paced_fanout(void **state) {
   }
   double took = (double)(sb_now_ns() - t0) / 1e9;
   if (took > 10) fail_msg("%d events reached %d clients in %.1f s", EVENTS, CLIENTS, took);
+  stop_engine(1, SIGTERM); /* the tests after this one do not run with its settings */
 }
 
 /* ---- resume --------------------------------------------------------------------------------- */
