@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "luaconv.h"
@@ -80,16 +81,35 @@ static void set_body(sb_api_response_t *resp, int status, const char *text, size
   resp->content_type = "application/json";
 }
 
+/* s (n bytes) as UTF-8 text into out (cap bytes, NUL-terminated, cut at a character):
+ * each byte that is not part of a UTF-8 character (a NUL too) becomes U+FFFD. What an
+ * error echoes of a request (a path, a field's name) may be anything, and lua-cjson
+ * copies bytes as they are: this keeps every answer valid JSON. */
+static void clean_text(const char *s, size_t n, char *out, size_t cap) {
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    size_t c = sb_utf8_char(s + i, n - i);
+    const char *from = c ? s + i : "\xef\xbf\xbd";
+    size_t len = c ? c : 3;
+    if (o + len >= cap) break;
+    memcpy(out + o, from, len);
+    o += len;
+    i += c ? c : 1;
+  }
+  out[o] = '\0';
+}
+
 /* {"error": {"code", "message"[, "field"]}}, encoded by lua-cjson. */
 static void fail(sb_api_worker_t *w, sb_api_response_t *resp, int status, const char *code,
                  const char *field, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 static void fail(sb_api_worker_t *w, sb_api_response_t *resp, int status, const char *code,
                  const char *field, const char *fmt, ...) {
-  char msg[1024];
+  char raw[1024], msg[3 * sizeof raw], name[3 * 64];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vsnprintf(raw, sizeof raw, fmt, ap);
   va_end(ap);
+  clean_text(raw, strlen(raw), msg, sizeof msg);
   lua_State *L = w->L;
   lua_createtable(L, 0, 1);
   lua_createtable(L, 0, 3);
@@ -98,7 +118,8 @@ static void fail(sb_api_worker_t *w, sb_api_response_t *resp, int status, const 
   lua_pushstring(L, msg);
   lua_setfield(L, -2, "message");
   if (field) {
-    lua_pushstring(L, field);
+    clean_text(field, strnlen(field, 64), name, sizeof name);
+    lua_pushstring(L, name);
     lua_setfield(L, -2, "field");
   }
   lua_setfield(L, -2, "error");
@@ -114,6 +135,12 @@ static void fail(sb_api_worker_t *w, sb_api_response_t *resp, int status, const 
   resp->body = json;
   resp->len = len;
   resp->content_type = "application/json";
+}
+
+/* 405 with the Allow header RFC 9110 15.5.6 requires (methods: "GET", "GET, POST"). */
+static void not_allowed(sb_api_worker_t *w, sb_api_response_t *resp, const char *methods) {
+  fail(w, resp, 405, "method_not_allowed", NULL, "allowed: %s", methods);
+  resp->allow = methods;
 }
 
 /* Maps a failure of the core to an HTTP error. */
@@ -219,15 +246,24 @@ static const char *owner_of(const sb_principal_t *who) { return who->operator ? 
 
 /* ---- request pieces ------------------------------------------------------------------------ */
 
-/* The value of name in a query string (URL-decoded) into out; false when absent. */
-static bool query_param(const char *query, const char *name, char *out, size_t len) {
+/* The value of name in the query string, URL-decoded, into out (len bytes): 1 when it
+ * is there, 0 when it is not, -1 after a 400 when it is not UTF-8 text (an invalid
+ * sequence, a NUL) or does not fit: PostgreSQL refuses such text, and a value cut
+ * short would be another value. */
+static int query_param(sb_api_worker_t *w, sb_api_response_t *resp, const char *query,
+                       const char *name, char *out, size_t len) {
   size_t nlen = strlen(name);
   for (const char *p = query; p && *p;) {
     const char *amp = strchr(p, '&');
     size_t plen = amp ? (size_t)(amp - p) : strlen(p);
     if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
       size_t o = 0;
-      for (size_t i = nlen + 1; i < plen && o + 1 < len; i++) {
+      bool fits = true;
+      for (size_t i = nlen + 1; i < plen; i++) {
+        if (o + 1 >= len) {
+          fits = false;
+          break;
+        }
         if (p[i] == '%' && i + 2 < plen && isxdigit((unsigned char)p[i + 1]) &&
             isxdigit((unsigned char)p[i + 2])) {
           char hex[3] = {p[i + 1], p[i + 2], 0};
@@ -238,18 +274,25 @@ static bool query_param(const char *query, const char *name, char *out, size_t l
         }
       }
       out[o] = '\0';
-      return true;
+      if (!fits || sb_utf8_length(out, o) < 0) {
+        fail(w, resp, 400, "bad_request", name, "%s must be UTF-8 text of at most %zu bytes",
+             name, len - 1);
+        return -1;
+      }
+      return 1;
     }
     p = amp ? amp + 1 : NULL;
   }
-  return false;
+  return 0;
 }
 
-/* An integer query parameter within [min, max]; def when absent; -1 sets a 400. */
+/* An integer query parameter within [min, max] (min >= 0); def when absent; -1 sets a
+ * 400. */
 static long long int_param(sb_api_worker_t *w, sb_api_response_t *resp, const char *query,
                            const char *name, long long def, long long min, long long max) {
   char v[32];
-  if (!query_param(query, name, v, sizeof v)) return def;
+  int has = query_param(w, resp, query, name, v, sizeof v);
+  if (has <= 0) return has < 0 ? -1 : def;
   char *end;
   long long n = strtoll(v, &end, 10);
   if (!*v || *end || n < min || n > max) {
@@ -259,20 +302,44 @@ static long long int_param(sb_api_worker_t *w, sb_api_response_t *resp, const ch
   return n;
 }
 
+/* Ids are compared in their canonical form, lower case (sb_uuid_canonical): PostgreSQL
+ * reads either case, so a comparison in C must too. */
+static bool canonical_uuid(const char *s, char *out) { return sb_uuid_canonical(s, strlen(s), out); }
+
 static bool is_uuid(const char *s) {
-  if (strlen(s) != 36) return false;
-  for (int i = 0; i < 36; i++) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-') return false;
-    } else if (!isxdigit((unsigned char)s[i])) {
-      return false;
-    }
-  }
-  return true;
+  char canonical[37];
+  return canonical_uuid(s, canonical);
 }
 
-/* Decodes a JSON object body into the Lua stack (top) and checks its fields: every key a
- * string among `allowed` ("a b c"), every value a string. false after setting a 400. */
+/* The list's cursor: "<created_at in epoch microseconds>.<id>" of the last row seen,
+ * as the API gives it: a positive integer (digits, no sign or leading zero, within a
+ * bigint), into ts (20 bytes), and a uuid, into id (37 bytes). */
+static bool parse_cursor(const char *s, char *ts, char *id) {
+  const char *dot = strchr(s, '.');
+  size_t n = dot ? (size_t)(dot - s) : 0;
+  if (n < 1 || n > 19 || s[0] == '0' || strspn(s, "0123456789") != n ||
+      (n == 19 && strncmp(s, "9223372036854775807", 19) > 0))
+    return false;
+  memcpy(ts, s, n);
+  ts[n] = '\0';
+  return canonical_uuid(dot + 1, id);
+}
+
+/* True for a Content-Type naming application/json: the media type before any
+ * parameters (`; charset=utf-8`), matched case-insensitively (RFC 9110, 8.3.1), the
+ * whitespace around it ignored. */
+static bool is_json_type(const char *content_type) {
+  const char *s = content_type + strspn(content_type, " \t");
+  size_t n = strcspn(s, ";");
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+  return n == 16 && strncasecmp(s, "application/json", 16) == 0;
+}
+
+/* Decodes a JSON object body into the Lua stack (top) and checks its fields: every key
+ * one of `allowed` ("a b c"; "" for a route that takes none), every value a string of
+ * UTF-8 text with no NUL (lua-cjson decodes "\u0000" and passes invalid bytes on,
+ * which C strings and PostgreSQL would cut or refuse). No body at all is an empty
+ * object unless `required`. false after setting a 4xx, nothing pushed. */
 static bool read_body(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_response_t *resp,
                       const char *allowed, bool required) {
   lua_State *L = w->L;
@@ -284,8 +351,13 @@ static bool read_body(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_re
     lua_newtable(L);
     return true;
   }
-  if (strncmp(req->content_type, "application/json", 16) != 0) {
+  if (!is_json_type(req->content_type)) {
     fail(w, resp, 415, "unsupported_media_type", NULL, "the body must be application/json");
+    return false;
+  }
+  /* lua-cjson decodes [] and {} alike, as an empty table. */
+  if (req->body[strspn(req->body, " \t\r\n")] != '{') {
+    fail(w, resp, 400, "bad_request", NULL, "the body must be a JSON object");
     return false;
   }
   sb_error_t err;
@@ -305,14 +377,26 @@ static bool read_body(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_re
       fail(w, resp, 400, "bad_request", NULL, "the body must be a JSON object");
       return false;
     }
-    const char *k = lua_tostring(L, -2);
-    if (!sb_word_in(allowed, k)) {
-      fail(w, resp, 400, "unknown_field", k, "unknown field '%.64s' (this route takes: %s)", k, allowed);
+    size_t klen, vlen;
+    const char *k = lua_tolstring(L, -2, &klen);
+    if (strlen(k) != klen || !sb_word_in(allowed, k)) {
+      char name[3 * 64];
+      clean_text(k, klen < 64 ? klen : 64, name, sizeof name);
+      if (allowed[0])
+        fail(w, resp, 400, "unknown_field", name, "unknown field '%s' (this route takes: %s)", name, allowed);
+      else
+        fail(w, resp, 400, "unknown_field", name, "unknown field '%s' (this route takes none)", name);
       lua_pop(L, 3);
       return false;
     }
     if (lua_type(L, -1) != LUA_TSTRING) {
-      fail(w, resp, 400, "invalid_field", k, "'%.64s' must be a string", k);
+      fail(w, resp, 400, "invalid_field", k, "'%s' must be a string", k);
+      lua_pop(L, 3);
+      return false;
+    }
+    const char *v = lua_tolstring(L, -1, &vlen);
+    if (sb_utf8_length(v, vlen) < 0) {
+      fail(w, resp, 400, "invalid_field", k, "'%s' must be UTF-8 text without NUL characters", k);
       lua_pop(L, 3);
       return false;
     }
@@ -418,24 +502,24 @@ static void route_create(sb_api_worker_t *w, const sb_principal_t *who,
   const char *sub = body_string(L, "subdomain"), *user = body_string(L, "user_id");
   const char *region = body_string(L, "region");
   const char *missing = !plan ? "plan" : !name ? "name" : !sub ? "subdomain" : NULL;
+  char user_id[37];
   if (missing) {
     fail(w, resp, 400, "invalid_field", missing, "'%s' is required", missing);
-  } else if (user && !who->operator && strcmp(user, who->user_id) != 0) {
-    fail(w, resp, 403, "forbidden", "user_id", "a customer token creates instances for its own user");
-  } else if (user && !is_uuid(user)) {
+  } else if (user && !canonical_uuid(user, user_id)) {
     fail(w, resp, 400, "invalid_field", "user_id", "user_id must be a uuid");
+  } else if (user && !who->operator && strcmp(user_id, who->user_id) != 0) {
+    fail(w, resp, 403, "forbidden", "user_id", "a customer token creates instances for its own user");
   } else {
     char actor[64];
     snprintf(actor, sizeof actor, "api:%.36s", who->token_id);
     sb_fleet_ctx_t ctx = {w->db, w->pe, NULL, w->shared->keys, actor};
-    sb_provision_request_t pr = {user ? user : who->user_id, plan, name, sub, region};
+    sb_provision_request_t pr = {user ? user_id : who->user_id, plan, name, sub, region};
     sb_provision_result_t out;
     sb_error_t err;
     if (sb_provision_request(&ctx, &pr, &out, &err) != 0) {
-      if (strcmp(err.sqlstate, SB_ERR_NOT_FOUND) == 0)
-        fail(w, resp, 400, "invalid_field", strstr(err.msg, "plan") ? "plan" : "user_id", "%s", err.msg);
-      else
-        fail_err(w, resp, &err);
+      bool bad = strcmp(err.sqlstate, SB_ERR_INVALID) == 0 || strcmp(err.sqlstate, SB_ERR_NOT_FOUND) == 0;
+      if (bad && out.field) fail(w, resp, 400, "invalid_field", out.field, "%s", err.msg);
+      else fail_err(w, resp, &err);
     } else {
       instance_answer(w, who, out.instance_id, out.job_id, "instance.provision", 202, resp);
     }
@@ -445,24 +529,20 @@ static void route_create(sb_api_worker_t *w, const sb_principal_t *who,
 
 static void route_list(sb_api_worker_t *w, const sb_principal_t *who, const sb_api_request_t *req,
                        sb_api_response_t *resp) {
-  char status[32] = "", user[64] = "", cursor[128] = "";
-  bool has_status = query_param(req->query, "status", status, sizeof status);
-  bool has_user = query_param(req->query, "user_id", user, sizeof user);
-  query_param(req->query, "cursor", cursor, sizeof cursor);
+  char status[32] = "", raw_user[64] = "", user[37] = "", cursor[128] = "";
+  int has_status = query_param(w, resp, req->query, "status", status, sizeof status);
+  if (has_status < 0) return;
+  int has_user = query_param(w, resp, req->query, "user_id", raw_user, sizeof raw_user);
+  if (has_user < 0 || query_param(w, resp, req->query, "cursor", cursor, sizeof cursor) < 0) return;
   long long limit = int_param(w, resp, req->query, "limit", 50, 1, 200);
   if (limit < 0) return;
-  if (has_user && !is_uuid(user)) return fail(w, resp, 400, "bad_request", "user_id", "user_id must be a uuid");
+  if (has_user && !canonical_uuid(raw_user, user))
+    return fail(w, resp, 400, "bad_request", "user_id", "user_id must be a uuid");
   if (has_user && !who->operator && strcmp(user, who->user_id) != 0)
     return fail(w, resp, 403, "forbidden", "user_id", "a customer token lists its own instances only");
-  /* The cursor is "<created_at epoch microseconds>.<id>" of the last row seen. */
-  char cts[32] = "", cid[40] = "";
-  if (cursor[0]) {
-    char *dot = strchr(cursor, '.');
-    if (!dot || dot - cursor > 20 || !is_uuid(dot + 1))
-      return fail(w, resp, 400, "bad_request", "cursor", "cursor is not one this API gave");
-    snprintf(cts, sizeof cts, "%.*s", (int)(dot - cursor), cursor);
-    snprintf(cid, sizeof cid, "%s", dot + 1);
-  }
+  char cts[20] = "", cid[37] = "";
+  if (cursor[0] && !parse_cursor(cursor, cts, cid))
+    return fail(w, resp, 400, "bad_request", "cursor", "cursor is not one this API gave");
   char lim[16];
   snprintf(lim, sizeof lim, "%lld", limit);
   const char *p[] = {has_status ? status : NULL, has_user ? user : (who->operator ? NULL : who->user_id),
@@ -487,31 +567,34 @@ static void route_list(sb_api_worker_t *w, const sb_principal_t *who, const sb_a
 
 typedef int (*lifecycle_fn)(sb_fleet_ctx_t *, const char *, char *, sb_error_t *);
 
-/* DELETE, suspend, resume: check visibility, queue the change, answer 202. */
+/* DELETE, suspend, resume: check the body (suspend takes a reason, the others nothing)
+ * and visibility, queue the change, answer 202. Every refusal comes before the change. */
 static void route_lifecycle(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
                             const char *action, const sb_api_request_t *req,
                             sb_api_response_t *resp) {
   bool suspend = strcmp(action, "suspend") == 0, resume = strcmp(action, "resume") == 0;
   if ((suspend || resume) && !who->operator)
     return fail(w, resp, 403, "forbidden", NULL, "only operator tokens suspend and resume instances");
-  if (!instance_answer(w, who, id, NULL, NULL, 200, resp)) return; /* 404 when not visible */
-  const char *reason = NULL;
-  if (suspend) {
-    if (!read_body(w, req, resp, "reason", false)) return;
-    reason = body_string(w->L, "reason");
+  if (!read_body(w, req, resp, suspend ? "reason" : "", false)) return;
+  if (instance_answer(w, who, id, NULL, NULL, 200, resp)) { /* else a 404: not visible */
+    const char *reason = suspend ? body_string(w->L, "reason") : NULL;
+    char actor[64], job[37];
+    snprintf(actor, sizeof actor, "api:%.36s", who->token_id);
+    sb_fleet_ctx_t ctx = {w->db, w->pe, NULL, w->shared->keys, actor};
+    sb_error_t err;
+    int rc = suspend ? sb_instance_suspend(&ctx, id, reason, job, &err)
+             : resume ? sb_instance_resume(&ctx, id, job, &err)
+                      : sb_instance_deprovision(&ctx, id, job, &err);
+    if (rc != 0 && suspend && strcmp(err.sqlstate, SB_ERR_INVALID) == 0)
+      fail(w, resp, 400, "invalid_field", "reason", "%s", err.msg);
+    else if (rc != 0)
+      fail_err(w, resp, &err);
+    else
+      instance_answer(w, who, id, job,
+                      suspend ? "instance.suspend" : resume ? "instance.resume" : "instance.deprovision",
+                      202, resp);
   }
-  char actor[64], job[37];
-  snprintf(actor, sizeof actor, "api:%.36s", who->token_id);
-  sb_fleet_ctx_t ctx = {w->db, w->pe, NULL, w->shared->keys, actor};
-  sb_error_t err;
-  int rc = suspend ? sb_instance_suspend(&ctx, id, reason, job, &err)
-           : resume ? sb_instance_resume(&ctx, id, job, &err)
-                    : sb_instance_deprovision(&ctx, id, job, &err);
-  if (suspend) lua_pop(w->L, 1);
-  if (rc != 0) return fail_err(w, resp, &err);
-  instance_answer(w, who, id, job,
-                  suspend ? "instance.suspend" : resume ? "instance.resume" : "instance.deprovision",
-                  202, resp);
+  lua_pop(w->L, 1); /* the body */
 }
 
 PGresult *sb_api_events_page(sb_api_worker_t *w, const sb_principal_t *who, int64_t after,
@@ -656,12 +739,13 @@ int sb_api_authenticate_digest(sb_api_worker_t *w, const char *sha256_hex, sb_pr
 int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const char *id,
                             sb_error_t *err) {
   if (!db_usable(w, err)) return -1;
-  if (!is_uuid(id)) {
+  char canonical[37];
+  if (!canonical_uuid(id, canonical)) {
     sb_error_set(err, "no instance %.40s", id);
     memcpy(err->sqlstate, SB_ERR_NOT_FOUND, 6);
     return 0;
   }
-  const char *p[] = {id, owner_of(who)};
+  const char *p[] = {canonical, owner_of(who)};
   PGresult *res = read_as(w, who,
                           "SELECT 1 FROM instances WHERE id = $1::uuid "
                           "AND ($2::uuid IS NULL OR user_id = $2::uuid)",
@@ -670,7 +754,7 @@ int sb_api_instance_visible(sb_api_worker_t *w, const sb_principal_t *who, const
   int n = PQntuples(res);
   PQclear(res);
   if (n == 0) {
-    sb_error_set(err, "no instance %s", id);
+    sb_error_set(err, "no instance %s", canonical);
     memcpy(err->sqlstate, SB_ERR_NOT_FOUND, 6);
   }
   return n > 0;
@@ -699,12 +783,12 @@ static void handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
 
   if (strcmp(path, "/healthz") == 0) {
     resp->route = SB_ROUTE_HEALTHZ;
-    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    if (!get) return not_allowed(w, resp, "GET");
     return route_healthz(w, resp);
   }
   if (strcmp(path, "/metrics") == 0) {
     resp->route = SB_ROUTE_METRICS;
-    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    if (!get) return not_allowed(w, resp, "GET");
     return route_metrics(w, resp);
   }
   if (strncmp(path, "/v1/", 4) != 0) return fail(w, resp, 404, "not_found", NULL, "no route %.200s", path);
@@ -724,25 +808,26 @@ static void handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
   const char *rest = path + 4;
   if (strcmp(rest, "plans") == 0) {
     resp->route = SB_ROUTE_PLANS;
-    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    if (!get) return not_allowed(w, resp, "GET");
     return route_plans(w, &who, resp);
   }
   if (strcmp(rest, "servers") == 0) {
     resp->route = SB_ROUTE_SERVERS;
-    if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+    if (!get) return not_allowed(w, resp, "GET");
     return route_servers(w, &who, resp);
   }
   if (strcmp(rest, "instances") == 0) {
     resp->route = SB_ROUTE_INSTANCES;
     if (get) return route_list(w, &who, req, resp);
     if (post) return route_create(w, &who, req, resp);
-    return fail(w, resp, 405, "method_not_allowed", NULL, "GET or POST");
+    return not_allowed(w, resp, "GET, POST");
   }
   if (strncmp(rest, "instances/", 10) == 0) {
-    char id[64] = "", action[32] = "";
+    char id[64] = "", action[32] = "", canonical[37];
     const char *p = rest + 10;
     const char *slash = strchr(p, '/');
     snprintf(id, sizeof id, "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
+    if (canonical_uuid(id, canonical)) memcpy(id, canonical, sizeof canonical);
     if (slash) snprintf(action, sizeof action, "%s", slash + 1);
     if (!action[0]) {
       resp->route = SB_ROUTE_INSTANCE;
@@ -757,16 +842,16 @@ static void handle(sb_api_worker_t *w, const sb_api_request_t *req, sb_api_respo
         return;
       }
       if (del) return route_lifecycle(w, &who, id, "delete", req, resp);
-      return fail(w, resp, 405, "method_not_allowed", NULL, "GET or DELETE");
+      return not_allowed(w, resp, "GET, DELETE");
     }
     if (strcmp(action, "events") == 0) {
       resp->route = SB_ROUTE_INSTANCE_EVENTS;
-      if (!get) return fail(w, resp, 405, "method_not_allowed", NULL, "GET only");
+      if (!get) return not_allowed(w, resp, "GET");
       return route_events(w, &who, id, req, resp);
     }
     if (strcmp(action, "suspend") == 0 || strcmp(action, "resume") == 0) {
       resp->route = SB_ROUTE_INSTANCE_ACTION;
-      if (!post) return fail(w, resp, 405, "method_not_allowed", NULL, "POST only");
+      if (!post) return not_allowed(w, resp, "POST");
       return route_lifecycle(w, &who, id, action, req, resp);
     }
   }

@@ -50,6 +50,7 @@ typedef struct sb_api_response {
   size_t len;
   const char *content_type;
   char location[160];
+  const char *allow; /* a 405's Allow header (static) */
   sb_route_t route;
 } sb_api_response_t;
 

@@ -125,20 +125,46 @@ static void interval_text(const char *in, char *out, size_t len) {
   else snprintf(out, len, "%s", in);
 }
 
+/* Checks a new token's expiry (expires as given, interval as PostgreSQL reads it): 0
+ * when now + interval is to come, else -1 with err. An interval of zero or less would
+ * make a token that is expired when it is printed. */
+static int check_expiry(sb_db_t *db, const char *expires, const char *interval, sb_error_t *err) {
+  const char *p[] = {interval};
+  PGresult *res = sb_db_query(db, "SELECT now() + $1::interval > now()", 1, p, err);
+  if (!res) {
+    if (strcmp(err->sqlstate, "22008") == 0 || strcmp(err->sqlstate, "22015") == 0)
+      sb_error_set(err, "expires '%s' is out of range", expires);
+    else if (strcmp(err->sqlstate, "22007") == 0 || strcmp(err->sqlstate, "22P02") == 0)
+      sb_error_set(err, "expires '%s' is not an interval (say 90d, 12h or '30 days')", expires);
+    return -1;
+  }
+  bool future = PQgetvalue(res, 0, 0)[0] == 't';
+  PQclear(res);
+  if (!future) {
+    sb_error_set(err, "expires '%s' must be a time to come (say 90d, 12h or '30 days')", expires);
+    return -1;
+  }
+  return 0;
+}
+
 int sb_token_create(sb_db_t *db, const char *email, const char *scope, const char *name,
                     const char *expires, char *token_out, char *id_out, sb_error_t *err) {
   if (strcmp(scope, "operator") != 0 && strcmp(scope, "customer") != 0) {
     sb_error_set(err, "scope must be operator or customer, not '%s'", scope);
     return -1;
   }
+  char interval[64] = "";
+  if (expires) {
+    interval_text(expires, interval, sizeof interval);
+    if (check_expiry(db, expires, interval, err) != 0) return -1;
+  }
   char secret[41];
   if (sb_random_token(secret, 40, err) != 0) return -1;
-  char token[SB_TOKEN_LEN + 1], sha[65], prefix[16], interval[64] = "";
+  char token[SB_TOKEN_LEN + 1], sha[65], prefix[16];
   snprintf(token, sizeof token, "sbt_%s", secret);
   explicit_bzero(secret, sizeof secret);
   sb_sha256_hex(token, SB_TOKEN_LEN, sha);
   snprintf(prefix, sizeof prefix, "%.10s", token);
-  if (expires) interval_text(expires, interval, sizeof interval);
   const char *p[] = {email, scope, name, sha, prefix, expires ? interval : NULL};
   PGresult *res = sb_db_query(
       db,
@@ -149,8 +175,6 @@ int sb_token_create(sb_db_t *db, const char *email, const char *scope, const cha
       6, p, err);
   if (!res) {
     explicit_bzero(token, sizeof token);
-    if (strcmp(err->sqlstate, "22007") == 0 || strcmp(err->sqlstate, "22P02") == 0)
-      sb_error_set(err, "expires '%s' is not an interval (say 90d, 12h or '30 days')", expires);
     return -1;
   }
   if (PQntuples(res) == 0) {

@@ -37,8 +37,9 @@ int sb_auth_check_digest(sb_db_t *db, const char *sha256_hex, sb_principal_t *ou
 void sb_auth_forget(const char *sha256_hex);
 
 /* Creates a token for the user with this email; token_out (SB_TOKEN_LEN + 1) gets the
- * token, shown once; id_out (37 bytes, may be NULL) its id. scope "operator" needs a user with role operator. expires: an
- * interval ("90d", "12h", "30 days") or NULL for none. */
+ * token, shown once; id_out (37 bytes, may be NULL) its id. scope "operator" needs a user
+ * with role operator. expires: a positive interval ("90d", "12h", "30m", "30 days"; zero
+ * or less is refused) or NULL for none. */
 int sb_token_create(sb_db_t *db, const char *email, const char *scope, const char *name,
                     const char *expires, char *token_out, char *id_out, sb_error_t *err);
 int sb_token_revoke(sb_db_t *db, const char *id, sb_error_t *err);

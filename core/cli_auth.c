@@ -113,7 +113,9 @@ static int token_create(int argc, char **argv) {
       fputs("usage: solobase token create --user EMAIL [--scope customer|operator] [--name NAME]\n"
             "                             [--expires 90d]\n\n"
             "Creates an API token and prints it (once: only its SHA-256 is stored). operator\n"
-            "tokens are for users with the operator role.\n",
+            "tokens are for users with the operator role. --expires is a time to come (90d,\n"
+            "12h, 30m or '30 days'; zero or less is refused); without it the token never\n"
+            "expires.\n",
             stdout);
       return SB_EXIT_OK;
     default: return sb_cli_usage_error("token create", "bad option");

@@ -104,8 +104,9 @@ int sb_cmd_serve(int argc, char **argv) {
                 "usage: solobase serve [--workers N] [--listen HOST:PORT]\n\n"
                 "Runs the engine: job workers, the scheduler (when this engine leads), policy\n"
                 "hot reload, and the HTTP and websocket server. Several engines may serve\n"
-                "one management database. SIGTERM/SIGINT stop gracefully; SIGHUP reloads\n"
-                "policies.\n");
+                "one management database. The database must answer at start; an outage\n"
+                "later is waited out (HTTP 503 meanwhile), and the engine comes back under\n"
+                "a new engine id. SIGTERM/SIGINT stop gracefully; SIGHUP reloads policies.\n");
   return r >= 0 ? r : serve();
 }
 

@@ -52,9 +52,9 @@ const sb_config_option_t sb_config_options[] = {
     {"master_keys_old", "SOLOBASE_MASTER_KEYS_OLD", SB_CFG_STRING, OPT(master_keys_old), NULL,
      true, "earlier master keys (comma-separated hex) still accepted for decryption"},
     {"fleet_driver", "SOLOBASE_FLEET", SB_CFG_STRING, OPT(fleet_driver), "local", false,
-     "where customer databases live: local or aws"},
+     "where customer databases live: local (the only driver built so far)"},
     {"billing_driver", "SOLOBASE_BILLING", SB_CFG_STRING, OPT(billing_driver), "offline", false,
-     "offline (invoices recorded, nothing charged) or stripe"},
+     "billing: offline, the only value until billing is built (nothing is charged)"},
     {"health_check_interval_s", "SOLOBASE_HEALTH_CHECK_INTERVAL", SB_CFG_INT,
      OPT(health_check_interval_s), "300", false, "seconds between server health checks"},
     {"fleet_server_settings", "SOLOBASE_FLEET_SERVER_SETTINGS", SB_CFG_STRING,
@@ -250,6 +250,19 @@ int sb_config_finish(sb_error_t *err) {
   }
   if (cfg.workers < 1 || cfg.api_workers < 1) {
     sb_error_set(err, "workers and api_workers must be at least 1");
+    return -1;
+  }
+  if (cfg.health_check_interval_s < 1) {
+    sb_error_set(err, "health_check_interval_s must be at least 1");
+    return -1;
+  }
+  /* Refused here rather than when the engine starts, so `solobase config` says so. */
+  if (strcmp(cfg.fleet_driver, "local") != 0) {
+    sb_error_set(err, "fleet_driver '%s' is not built (this build has: local)", cfg.fleet_driver);
+    return -1;
+  }
+  if (strcmp(cfg.billing_driver, "offline") != 0) {
+    sb_error_set(err, "billing_driver '%s' is not built (this build has: offline)", cfg.billing_driver);
     return -1;
   }
   return 0;

@@ -4,12 +4,24 @@
  * Threads and what they own:
  *   workers      each its own database connection, policy engine (Lua state) and
  *                fleet context; claim a job, run it, record the outcome, repeat; sleep
- *                on a condition variable when the queue is empty.
- *   coordinator  two connections: `coord` holds the engine's liveness lock, LISTENs on
- *                sb_jobs and holds the scheduler lock when leader; `maint` (which holds
- *                neither, so it can test other engines' locks) runs the schedules and
- *                the recovery of dead engines' jobs.
+ *                on a condition variable when the queue is empty. A worker's connection
+ *                holds the liveness lock of the engine id it claims under (attached,
+ *                jobs.h), so a job is never recovered by anyone while its worker's
+ *                session lives.
+ *   coordinator  two connections: `coord` registered the engine (its row and liveness
+ *                lock), LISTENs on sb_jobs and holds the scheduler lock when leader;
+ *                `maint` (which holds neither, so it can test other engines' locks)
+ *                runs the schedules and the recovery of dead engines' jobs.
  *   watcher      reloads policies when policies/ changes (policy_watch.c).
+ *
+ * When the coordination connection breaks (the database stopped or restarted, a
+ * network fault), the id it registered is lost for good: its lock went with the
+ * session, and any engine may recover its jobs as soon as no worker holds it. So the
+ * engine drops the id (workers stop claiming; one with a job in hand finishes it and
+ * records the outcome under the old id), waits for the database with backoff, and
+ * registers again as a new engine, like at start-up; then workers attach to the new id
+ * and the scheduler lock is contended for again. The HTTP side (server.c) reconnects on
+ * its own and answers 503 meanwhile.
  */
 #include "engine.h"
 
@@ -36,7 +48,8 @@
 
 struct sb_engine {
   char *url; /* secret */
-  long id;
+  _Atomic long id; /* registered now; 0 while the coordinator waits for the database */
+  long last_id;    /* the coordinator's: the id registered last */
   sb_policy_registry_t *policies;
   sb_policy_watch_t *watch;
   sb_keyring_t *keys;
@@ -51,7 +64,7 @@ struct sb_engine {
   pthread_t coordinator;
   pthread_t *workers;
   int nworkers;
-  sb_db_t *coord; /* owned by the coordinator thread after start */
+  sb_db_t *coord; /* owned by the coordinator thread after start; NULL while lost */
   _Atomic bool leader;
 
   pthread_mutex_t record_mu; /* the policy listener's own connection */
@@ -79,15 +92,29 @@ sb_fleet_driver_t *sb_fleet_driver_open(sb_error_t *err) {
 static void record_policy(void *ud, const sb_policy_result_t *r, const char *source) {
   sb_engine_t *e = ud;
   sb_error_t err;
+  bool ok = false;
   pthread_mutex_lock(&e->record_mu);
-  if (e->record_db && PQstatus(e->record_db->conn) != CONNECTION_OK) {
-    sb_db_free(e->record_db);
-    e->record_db = NULL;
+  /* A connection that broke since the last record (the database restarted meanwhile)
+   * shows it only when used: then once more, on a new one. */
+  for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+    if (e->record_db && PQstatus(e->record_db->conn) != CONNECTION_OK) {
+      sb_db_free(e->record_db);
+      e->record_db = NULL;
+    }
+    if (!e->record_db) e->record_db = sb_db_connect(e->url, NULL, "solobase policies", &err);
+    if (!e->record_db) break;
+    ok = sb_decision_record_version(e->record_db, r, source, &err) == 0;
+    if (!ok && PQstatus(e->record_db->conn) == CONNECTION_OK) break;
   }
-  if (!e->record_db) e->record_db = sb_db_connect(e->url, NULL, "solobase policies", &err);
-  if (!e->record_db || sb_decision_record_version(e->record_db, r, source, &err) != 0)
-    sb_warn("policy", "cannot record %s version %.12s: %s", r->name, r->sha256, err.msg);
+  if (!ok) sb_warn("policy", "cannot record %s version %.12s: %s", r->name, r->sha256, err.msg);
   pthread_mutex_unlock(&e->record_mu);
+}
+
+/* The first line of a libpq message (later lines are hints), for a one-line log. */
+static void one_line(const char *msg, char *buf, size_t len) {
+  size_t n = strcspn(msg, "\n");
+  while (n && msg[n - 1] == ' ') n--;
+  snprintf(buf, len, "%.*s", (int)n, n ? msg : "the connection was lost");
 }
 
 /* ---- workers ---- */
@@ -99,7 +126,14 @@ static void wake_workers(sb_engine_t *e) {
   pthread_mutex_unlock(&e->mu);
 }
 
-/* Sleeps until woken or `ms` passed. */
+static unsigned long wake_seen(sb_engine_t *e) {
+  pthread_mutex_lock(&e->mu);
+  unsigned long seen = e->wake_seq;
+  pthread_mutex_unlock(&e->mu);
+  return seen;
+}
+
+/* Sleeps until woken (after `seen`) or `ms` passed. */
 static void idle(sb_engine_t *e, unsigned long seen, int ms) {
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
@@ -112,66 +146,102 @@ static void idle(sb_engine_t *e, unsigned long seen, int ms) {
   pthread_mutex_unlock(&e->mu);
 }
 
+/* Waits for the database (woken early when the coordinator is back); NULL when
+ * stopping. */
 static sb_db_t *connect_retrying(sb_engine_t *e, const char *app) {
   sb_error_t err;
   for (int delay = 1; !atomic_load(&e->stopping); delay = delay < 30 ? delay * 2 : 30) {
+    unsigned long seen = wake_seen(e);
     sb_db_t *db = sb_db_connect(e->url, NULL, app, &err);
     if (db) return db;
     sb_warn("engine", "%s: %s; retrying in %d s", app, err.msg, delay);
-    idle(e, e->wake_seq, delay * 1000);
+    idle(e, seen, delay * 1000);
   }
   return NULL;
 }
 
-typedef struct worker_arg {
+typedef struct worker {
   sb_engine_t *e;
-  int n;
-} worker_arg_t;
+  char app[64];
+  sb_db_t *db; /* NULL while disconnected */
+  long held;   /* the engine id whose liveness lock db holds (sb_engine_attach); 0: none */
+} worker_t;
 
-/* Records a job's outcome, reconnecting if the connection went away meanwhile: the
- * job must not stay 'running' under a live engine. A dead job's instance is given up
- * in the same transaction (sb_fleet_job_dead, with ctx). */
-static void finish(sb_engine_t *e, sb_db_t **db, sb_fleet_ctx_t *ctx, const sb_job_t *job,
+static void worker_disconnect(worker_t *w) {
+  sb_db_free(w->db);
+  w->db = NULL;
+  w->held = 0;
+}
+
+/* Readies w to claim: a connection holding the lock of the engine's current id. False
+ * while the engine has no id (the coordinator waits for the database: workers pause)
+ * or when that failed; the caller waits a little. */
+static bool worker_attach(worker_t *w) {
+  sb_engine_t *e = w->e;
+  long id = atomic_load(&e->id);
+  if (id && w->db && w->held == id) return true;
+  sb_error_t err;
+  if (w->db && w->held) {
+    /* Whatever this worker ran under the old id is recorded: let the id go, so that it
+     * is seen stopped and the rest of its jobs recovered. */
+    if (sb_engine_detach(w->db, w->held, &err) == 0) w->held = 0;
+    else worker_disconnect(w);
+  }
+  if (!id) return false;
+  if (!w->db && !(w->db = sb_db_connect(e->url, NULL, w->app, &err))) {
+    sb_warn("engine", "%s: %s", w->app, err.msg);
+    return false;
+  }
+  int rc = sb_engine_attach(w->db, id, &err);
+  if (rc == 1) w->held = id;
+  if (rc < 0) {
+    sb_warn("engine", "%s: attaching to engine %ld: %s", w->app, id, err.msg);
+    if (PQstatus(w->db->conn) != CONNECTION_OK) worker_disconnect(w);
+  }
+  /* rc 0: the id is being given up; the coordinator is about to register a new one. */
+  return rc == 1;
+}
+
+/* Records a job's outcome under the id it was claimed under, reconnecting if the
+ * connection went away meanwhile: the job must not stay 'running' under a live
+ * engine. When it was recovered meanwhile, its new run decides and this changes
+ * nothing. A dead job's instance is given up in the same transaction
+ * (sb_fleet_job_dead, with ctx). */
+static void finish(worker_t *w, sb_fleet_ctx_t *ctx, const sb_job_t *job, long claimed_by,
                    sb_job_outcome_t outcome, const char *error, int delay) {
   sb_error_t err;
   for (int tries = 0; tries < 20; tries++) {
-    if (sb_jobs_finish(*db, e->id, job, outcome, error, delay, sb_fleet_job_dead, ctx, &err) == 0)
+    if (!w->db && !(w->db = connect_retrying(w->e, w->app))) return;
+    ctx->db = w->db;
+    if (sb_jobs_finish(w->db, claimed_by, job, outcome, error, delay, sb_fleet_job_dead, ctx,
+                       &err) == 0)
       return;
     sb_warn("engine", "recording job %s: %s", job->id, err.msg);
-    if (PQstatus((*db)->conn) == CONNECTION_OK) (*db)->tx_depth = 0;
-    else {
-      sb_db_free(*db);
-      *db = connect_retrying(e, "solobase worker");
-      if (!*db) return;
-    }
+    if (PQstatus(w->db->conn) == CONNECTION_OK) w->db->tx_depth = 0;
+    else worker_disconnect(w);
     usleep(200000);
   }
 }
 
 static void *worker_main(void *arg) {
-  worker_arg_t *wa = arg;
-  sb_engine_t *e = wa->e;
-  char app[64];
-  snprintf(app, sizeof app, "solobase worker %d", wa->n);
-  free(wa);
+  worker_t *w = arg;
+  sb_engine_t *e = w->e;
   sb_error_t err;
-  sb_db_t *db = connect_retrying(e, app);
-  sb_policy_engine_t *pe = db ? sb_policy_engine_new(e->policies, &err) : NULL;
-  if (db && !pe) sb_error("engine", "%s: %s", app, err.msg);
-  while (db && pe && !atomic_load(&e->stopping)) {
-    pthread_mutex_lock(&e->mu);
-    unsigned long seen = e->wake_seq;
-    pthread_mutex_unlock(&e->mu);
+  sb_policy_engine_t *pe = sb_policy_engine_new(e->policies, &err);
+  if (!pe) sb_error("engine", "%s: %s", w->app, err.msg);
+  while (pe && !atomic_load(&e->stopping)) {
+    unsigned long seen = wake_seen(e);
+    if (!worker_attach(w)) {
+      idle(e, seen, 1000);
+      continue;
+    }
     sb_job_t job;
-    int got = sb_jobs_claim(db, e->id, &job, &err);
+    long claimed_by = w->held;
+    int got = sb_jobs_claim(w->db, claimed_by, &job, &err);
     if (got < 0) {
-      sb_warn("engine", "%s: claiming a job: %s", app, err.msg);
-      if (PQstatus(db->conn) != CONNECTION_OK) {
-        sb_db_free(db);
-        db = connect_retrying(e, app);
-      } else {
-        idle(e, seen, 1000);
-      }
+      sb_warn("engine", "%s: claiming a job: %s", w->app, err.msg);
+      if (PQstatus(w->db->conn) != CONNECTION_OK) worker_disconnect(w);
+      idle(e, seen, 1000);
       continue;
     }
     if (got == 0) {
@@ -179,24 +249,20 @@ static void *worker_main(void *arg) {
       continue;
     }
     atomic_fetch_add(&e->busy, 1);
-    sb_fleet_ctx_t ctx = {db, pe, e->driver, e->keys, "engine"};
+    sb_fleet_ctx_t ctx = {w->db, pe, e->driver, e->keys, "engine"};
     int delay = 0;
     sb_error_clear(&err);
     uint64_t t0 = sb_now_ns();
     sb_job_outcome_t outcome = sb_fleet_run_job(&ctx, &job, &delay, &err);
-    if (db->tx_depth > 0) { /* a handler that failed mid-transaction */
+    if (w->db->tx_depth > 0) { /* a handler that failed mid-transaction */
       sb_error_t e2;
-      while (db->tx_depth > 0) sb_db_rollback(db, &e2);
+      while (w->db->tx_depth > 0) sb_db_rollback(w->db, &e2);
     }
     sb_debug("engine", "job %s (%s) %s in %.1f ms", job.id, job.kind,
              outcome == SB_JOB_DONE ? "done" : outcome == SB_JOB_WAIT ? "waits" : "failed",
              (double)(sb_now_ns() - t0) / 1e6);
-    if (PQstatus(db->conn) != CONNECTION_OK) {
-      sb_db_free(db);
-      db = connect_retrying(e, app);
-      if (!db) break;
-    }
-    finish(e, &db, &ctx, &job, outcome, err.msg[0] ? err.msg : NULL, delay);
+    if (PQstatus(w->db->conn) != CONNECTION_OK) worker_disconnect(w);
+    finish(w, &ctx, &job, claimed_by, outcome, err.msg[0] ? err.msg : NULL, delay);
     atomic_fetch_add(outcome == SB_JOB_DONE ? &e->done
                      : outcome == SB_JOB_WAIT ? &e->waiting
                      : (outcome == SB_JOB_FAIL || job.attempts >= job.max_attempts) ? &e->dead
@@ -206,7 +272,8 @@ static void *worker_main(void *arg) {
     sb_job_clear(&job);
   }
   sb_policy_engine_free(pe);
-  sb_db_free(db);
+  sb_db_free(w->db);
+  free(w);
   return NULL;
 }
 
@@ -250,26 +317,92 @@ static bool run_schedules(sb_db_t *db) {
   return queued;
 }
 
+/* Reconnecting backs off from the first to the second (ms): a restart is noticed within
+ * seconds, a long outage costs a connection attempt every few seconds. */
+enum { REJOIN_FIRST_MS = 250, REJOIN_MAX_MS = 8000 };
+
+/* Registers a new engine on db, which becomes the coordination connection, and listens
+ * for queued jobs. On failure the caller frees db (and with it any lock taken: a row
+ * left behind is seen stopped). */
+static int coord_join(sb_engine_t *e, sb_db_t *db, sb_error_t *err) {
+  long id;
+  if (sb_engine_register(db, &id, err) != 0) return -1;
+  /* Queued jobs are announced on sb_jobs (core/jobs.c, schema/007_jobs_notify.sql). */
+  if (sb_db_exec_params(db, "LISTEN sb_jobs", 0, NULL, err) != 0) return -1;
+  e->coord = db;
+  e->last_id = id;
+  atomic_store(&e->id, id);
+  return 0;
+}
+
+/* The coordination connection broke, and the liveness lock and scheduler leadership
+ * went with it. The id is given up (workers stop claiming; any engine may recover the
+ * id's jobs once no worker holds it), and so is `maint`, which shared the fate. */
+static void coord_lost(sb_engine_t *e, sb_db_t **maint) {
+  char why[256];
+  one_line(PQerrorMessage(e->coord->conn), why, sizeof why);
+  atomic_store(&e->id, 0);
+  atomic_store(&e->leader, false);
+  sb_db_free(e->coord);
+  e->coord = NULL;
+  sb_db_free(*maint);
+  *maint = NULL;
+  wake_workers(e); /* idle ones let the id go now */
+  sb_error("engine", "lost the coordination connection (%s): engine %ld takes no new jobs; "
+                     "reconnecting", why, e->last_id);
+}
+
+/* Waits for the database, then joins it as a new engine. False when stopping. */
+static bool coord_rejoin(sb_engine_t *e) {
+  long old = e->last_id;
+  uint64_t since = sb_now_ns(), said_at = 0;
+  sb_error_t err;
+  char said[sizeof err.msg] = "";
+  for (int delay = REJOIN_FIRST_MS; !atomic_load(&e->stopping);
+       delay = delay * 2 < REJOIN_MAX_MS ? delay * 2 : REJOIN_MAX_MS) {
+    sb_db_t *db = sb_db_connect(e->url, NULL, "solobase coordinator", &err);
+    if (db && coord_join(e, db, &err) == 0) {
+      sb_info("engine", "reconnected after %.1f s: engine %ld continues as engine %ld",
+              (double)(sb_now_ns() - since) / 1e9, old, e->last_id);
+      wake_workers(e);
+      return true;
+    }
+    sb_db_free(db);
+    /* Said when the reason changes, else once a minute. */
+    uint64_t now = sb_now_ns();
+    if (strcmp(err.msg, said) != 0 || now - said_at >= 60000000000ull) {
+      sb_warn("engine", "waiting for the database: %s", err.msg);
+      snprintf(said, sizeof said, "%s", err.msg);
+      said_at = now;
+    }
+    struct pollfd fd = {e->stop_fd, POLLIN, 0};
+    poll(&fd, 1, delay);
+  }
+  return false;
+}
+
 static void *coordinator_main(void *arg) {
   sb_engine_t *e = arg;
   sb_error_t err;
-  sb_db_t *maint = connect_retrying(e, "solobase maintenance");
-  uint64_t last_schedule = 0, last_reap = 0, last_seen = 0;
-  char id[32];
-  snprintf(id, sizeof id, "%ld", e->id);
-  while (!atomic_load(&e->stopping) && maint) {
+  sb_db_t *maint = NULL;
+  uint64_t last_tick = 0, last_reap = 0, last_seen = 0;
+  while (!atomic_load(&e->stopping)) {
+    if (!e->coord) {
+      if (!coord_rejoin(e)) break;
+      /* At once: leadership, and the recovery of the old id (once no worker holds it). */
+      last_tick = last_reap = last_seen = 0;
+    }
+    if (PQstatus(e->coord->conn) != CONNECTION_OK) {
+      coord_lost(e, &maint);
+      continue;
+    }
     struct pollfd fds[2] = {{PQsocket(e->coord->conn), POLLIN, 0}, {e->stop_fd, POLLIN, 0}};
     int n = poll(fds, 2, 500);
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents) {
       if (!PQconsumeInput(e->coord->conn)) {
-        /* The liveness lock went with the connection: another engine may requeue our
-         * running jobs now; their handlers are idempotent. Come back as a new engine? No:
-         * the engine id is ours for life; stop cleanly so a supervisor restarts us. */
-        sb_error("engine", "lost the coordination connection (%s); stopping",
-                 PQerrorMessage(e->coord->conn));
-        sb_engine_request_stop(e);
-        break;
+        coord_lost(e, &maint);
+        continue;
       }
       PGnotify *nt;
       bool any = false;
@@ -279,23 +412,27 @@ static void *coordinator_main(void *arg) {
       }
       if (any) wake_workers(e);
     }
+    /* The periodic work, on a one-second tick. */
     uint64_t now = sb_now_ns();
-    if (now - last_schedule >= 1000000000ull) {
-      last_schedule = now;
-      if (!atomic_load(&e->leader)) {
-        const char *key[] = {SB_LOCK_SCHEDULER};
-        PGresult *res = sb_db_query(e->coord, "SELECT pg_try_advisory_lock($1::bigint)", 1, key, &err);
-        if (res && PQgetvalue(res, 0, 0)[0] == 't') {
-          atomic_store(&e->leader, true);
-          sb_info("scheduler", "engine %ld leads the scheduler", e->id);
-          sb_fleet_ctx_t ctx = {maint, NULL, e->driver, e->keys, "engine"};
-          if (e->driver && sb_fleet_restart_servers(&ctx, &err) != 0)
-            sb_warn("fleet", "restarting servers: %s", err.msg);
-        }
-        if (res) PQclear(res);
-      }
-      if (atomic_load(&e->leader) && run_schedules(maint)) wake_workers(e);
+    if (now - last_tick < 1000000000ull) continue;
+    last_tick = now;
+    if (!maint && !(maint = sb_db_connect(e->url, NULL, "solobase maintenance", &err))) {
+      sb_warn("engine", "maintenance connection: %s", err.msg);
+      continue;
     }
+    if (!atomic_load(&e->leader)) {
+      const char *key[] = {SB_LOCK_SCHEDULER};
+      PGresult *res = sb_db_query(e->coord, "SELECT pg_try_advisory_lock($1::bigint)", 1, key, &err);
+      if (res && PQgetvalue(res, 0, 0)[0] == 't') {
+        atomic_store(&e->leader, true);
+        sb_info("scheduler", "engine %ld leads the scheduler", e->last_id);
+        sb_fleet_ctx_t ctx = {maint, NULL, e->driver, e->keys, "engine"};
+        if (e->driver && sb_fleet_restart_servers(&ctx, &err) != 0)
+          sb_warn("fleet", "restarting servers: %s", err.msg);
+      }
+      if (res) PQclear(res);
+    }
+    if (atomic_load(&e->leader) && run_schedules(maint)) wake_workers(e);
     if (now - last_reap >= 3000000000ull) {
       last_reap = now;
       int requeued = 0;
@@ -305,12 +442,14 @@ static void *coordinator_main(void *arg) {
     }
     if (now - last_seen >= 30000000000ull) {
       last_seen = now;
+      char id[32];
+      snprintf(id, sizeof id, "%ld", e->last_id);
       const char *p[] = {id};
       sb_db_exec_params(maint, "UPDATE engines SET last_seen_at = now() WHERE id = $1", 1, p, NULL);
     }
     if (PQstatus(maint->conn) != CONNECTION_OK) {
       sb_db_free(maint);
-      maint = connect_retrying(e, "solobase maintenance");
+      maint = NULL;
     }
   }
   sb_db_free(maint);
@@ -343,9 +482,7 @@ sb_engine_t *sb_engine_start(sb_error_t *err) {
   sb_policy_report_t rep;
   if (sb_policy_registry_reload(e->policies, &rep, err) != 0) goto fail;
   if (!(e->watch = sb_policy_watch_start(e->policies, err))) goto fail;
-  if (sb_engine_register(e->coord, &e->id, err) != 0) goto fail;
-  /* Queued jobs are announced on sb_jobs (core/jobs.c, schema/007_jobs_notify.sql). */
-  if (sb_db_exec_params(e->coord, "LISTEN sb_jobs", 0, NULL, err) != 0) goto fail;
+  if (coord_join(e, e->coord, err) != 0) goto fail;
   char interval[32];
   snprintf(interval, sizeof interval, "%ld", sb_config()->health_check_interval_s);
   const char *ip[] = {interval};
@@ -358,14 +495,14 @@ sb_engine_t *sb_engine_start(sb_error_t *err) {
   e->nworkers = (int)sb_config()->workers;
   e->workers = sb_xcalloc((size_t)e->nworkers, sizeof *e->workers);
   for (int i = 0; i < e->nworkers; i++) {
-    worker_arg_t *wa = sb_xmalloc(sizeof *wa);
-    wa->e = e;
-    wa->n = i + 1;
-    pthread_create(&e->workers[i], NULL, worker_main, wa);
+    worker_t *w = sb_xcalloc(1, sizeof *w);
+    w->e = e;
+    snprintf(w->app, sizeof w->app, "solobase worker %d", i + 1);
+    pthread_create(&e->workers[i], NULL, worker_main, w);
   }
   pthread_create(&e->coordinator, NULL, coordinator_main, e);
-  sb_info("engine", "engine %ld started: %d workers, fleet driver %s, policies from %s", e->id,
-          e->nworkers, e->driver->name, sb_config()->policies_dir);
+  sb_info("engine", "engine %ld started: %d workers, fleet driver %s, policies from %s",
+          e->last_id, e->nworkers, e->driver->name, sb_config()->policies_dir);
   return e;
 fail:
   sb_policy_watch_stop(e->watch);
@@ -401,9 +538,11 @@ void sb_engine_free(sb_engine_t *e) {
   for (int i = 0; i < e->nworkers; i++) pthread_join(e->workers[i], NULL);
   pthread_join(e->coordinator, NULL);
   sb_error_t err;
-  if (sb_engine_unregister(e->coord, e->id, &err) != 0)
+  /* Without a coordination connection the id is gone already (recovered as any dead
+   * engine's). */
+  if (e->coord && sb_engine_unregister(e->coord, e->last_id, &err) != 0)
     sb_warn("engine", "unregistering: %s", err.msg);
-  sb_info("engine", "engine %ld stopped (%lu jobs done)", e->id, atomic_load(&e->done));
+  sb_info("engine", "engine %ld stopped (%lu jobs done)", e->last_id, atomic_load(&e->done));
   sb_policy_watch_stop(e->watch);
   sb_db_free(e->coord);
   sb_db_free(e->record_db);
@@ -421,7 +560,7 @@ void sb_engine_free(sb_engine_t *e) {
 }
 
 void sb_engine_stats(sb_engine_t *e, sb_engine_stats_t *out) {
-  out->engine_id = e->id;
+  out->engine_id = atomic_load(&e->id);
   out->leader = atomic_load(&e->leader);
   out->jobs_done = atomic_load(&e->done);
   out->jobs_retried = atomic_load(&e->retried);

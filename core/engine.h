@@ -8,6 +8,10 @@
  * engine holds the scheduler advisory lock (another takes over within a second or two
  * of its death), and each due schedule is claimed by a conditional UPDATE, so periodic
  * work happens once.
+ *
+ * The process outlives the database: when its coordination connection breaks it stops
+ * claiming jobs, waits for the database and registers again under a new engine id
+ * (engine.c, docs/architecture.md).
  */
 #ifndef SB_ENGINE_H
 #define SB_ENGINE_H
@@ -22,7 +26,7 @@
 typedef struct sb_engine sb_engine_t;
 
 typedef struct sb_engine_stats {
-  long engine_id;
+  long engine_id; /* 0 while the engine waits for the database */
   bool leader;
   unsigned long jobs_done, jobs_retried, jobs_dead, jobs_waiting;
   int workers_busy, workers;

@@ -160,33 +160,37 @@ int sb_jobs_finish(sb_db_t *db, long engine_id, const sb_job_t *job, sb_job_outc
 
 int sb_jobs_requeue_orphans(sb_db_t *db, int *requeued, sb_error_t *err) {
   *requeued = 0;
-  /* An engine whose lock can be taken is dead: take it for a moment, requeue its jobs,
-   * mark it stopped, let go. pg_try_advisory_xact_lock releases at commit. */
+  /* Every engine on record as running, and every engine with running jobs (a row
+   * marked stopped meanwhile, say): each one whose lock can be taken is dead. */
   PGresult *res = sb_db_query(db,
-                              "SELECT DISTINCT locked_by FROM jobs WHERE status = 'running'", 0,
-                              NULL, err);
+                              "SELECT id FROM engines WHERE status = 'running' "
+                              "UNION SELECT locked_by FROM jobs WHERE status = 'running'",
+                              0, NULL, err);
   if (!res) return -1;
   int rc = 0;
   for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
     const char *eid[] = {PQgetvalue(res, i, 0)};
-    if ((rc = sb_db_begin(db, err)) != 0) break;
+    /* One statement, so one transaction: take the lock for a moment (exclusive, so it
+     * is free only when no session of the engine holds it shared), mark the engine
+     * stopped, requeue its jobs; pg_try_advisory_xact_lock lets go at commit. */
     PGresult *r = sb_db_query(
         db,
         "WITH dead AS (SELECT 1 WHERE pg_try_advisory_xact_lock(" SB_ENGINE_LOCK_CLASS ", $1::int)), "
         "stopped AS (UPDATE engines SET status = 'stopped', stopped_at = coalesce(stopped_at, now()) "
-        "  WHERE id = $1 AND EXISTS (SELECT 1 FROM dead)) "
-        "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_at = NULL, run_at = now(), "
-        "  last_error = 'the engine running it stopped' "
-        "WHERE status = 'running' AND locked_by = $1 AND EXISTS (SELECT 1 FROM dead)",
+        "  WHERE id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM dead) RETURNING 1), "
+        "requeued AS (UPDATE jobs SET status = 'queued', locked_by = NULL, locked_at = NULL, "
+        "  run_at = now(), last_error = 'the engine running it stopped' "
+        "  WHERE status = 'running' AND locked_by = $1 AND EXISTS (SELECT 1 FROM dead) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM stopped), (SELECT count(*) FROM requeued)",
         1, eid, err);
     if (!r) {
-      sb_db_rollback(db, NULL);
       rc = -1;
       break;
     }
-    int n = atoi(PQcmdTuples(r));
+    bool stopped = atoi(PQgetvalue(r, 0, 0)) > 0;
+    int n = atoi(PQgetvalue(r, 0, 1));
     PQclear(r);
-    if ((rc = sb_db_commit(db, err)) != 0) break;
+    if (stopped) sb_info("jobs", "engine %s is gone (no session holds its lock)", eid[0]);
     if (n) sb_info("jobs", "requeued %d job%s of stopped engine %s", n, n == 1 ? "" : "s", eid[0]);
     *requeued += n;
   }
@@ -205,19 +209,17 @@ int sb_engine_register(sb_db_t *db, long *engine_id, sb_error_t *err) {
   char pid[16];
   snprintf(pid, sizeof pid, "%d", (int)getpid());
   const char *params[] = {host, pid, SB_VERSION};
+  /* The lock is taken before the row commits: no reaper can see the row unlocked. Held
+   * for the life of this session (shared, as attached sessions hold it). */
   PGresult *res = sb_db_query(db,
                               "INSERT INTO engines (host, pid, version) VALUES ($1, $2, $3) "
-                              "RETURNING id",
+                              "RETURNING id, pg_advisory_lock_shared(" SB_ENGINE_LOCK_CLASS
+                              ", id::int)",
                               3, params, err);
   if (!res) return -1;
   *engine_id = atol(PQgetvalue(res, 0, 0));
   PQclear(res);
-  char id[32];
-  snprintf(id, sizeof id, "%ld", *engine_id);
-  const char *lp[] = {id};
-  /* Held for the life of this session: the proof that the engine lives. */
-  return sb_db_exec_params(db, "SELECT pg_advisory_lock(" SB_ENGINE_LOCK_CLASS ", $1::int)", 1,
-                           lp, err);
+  return 0;
 }
 
 int sb_engine_unregister(sb_db_t *db, long engine_id, sb_error_t *err) {
@@ -228,6 +230,37 @@ int sb_engine_unregister(sb_db_t *db, long engine_id, sb_error_t *err) {
                         "UPDATE engines SET status = 'stopped', stopped_at = now() WHERE id = $1",
                         1, p, err) != 0)
     return -1;
-  return sb_db_exec_params(db, "SELECT pg_advisory_unlock(" SB_ENGINE_LOCK_CLASS ", $1::int)", 1,
-                           p, err);
+  return sb_engine_detach(db, engine_id, err);
+}
+
+int sb_engine_attach(sb_db_t *db, long engine_id, sb_error_t *err) {
+  char id[32];
+  snprintf(id, sizeof id, "%ld", engine_id);
+  const char *p[] = {id};
+  /* Not waiting: the lock is taken exclusively only by a reaper that found it free. */
+  PGresult *res = sb_db_query(
+      db, "SELECT pg_try_advisory_lock_shared(" SB_ENGINE_LOCK_CLASS ", $1::int)", 1, p, err);
+  if (!res) return -1;
+  bool held = PQgetvalue(res, 0, 0)[0] == 't';
+  PQclear(res);
+  if (!held) return 0;
+  /* A reaper that took the lock before us has committed by the time we have it (locks
+   * go after the commit is visible), so a fresh look at the row tells whether the id
+   * is still alive; from now on no reaper can take it. */
+  res = sb_db_query(db, "SELECT 1 FROM engines WHERE id = $1 AND status = 'running'", 1, p, err);
+  int alive = res ? PQntuples(res) == 1 : -1;
+  PQclear(res);
+  if (alive != 1) {
+    sb_error_t e2;
+    if (PQstatus(db->conn) == CONNECTION_OK) sb_engine_detach(db, engine_id, &e2);
+  }
+  return alive;
+}
+
+int sb_engine_detach(sb_db_t *db, long engine_id, sb_error_t *err) {
+  char id[32];
+  snprintf(id, sizeof id, "%ld", engine_id);
+  const char *p[] = {id};
+  return sb_db_exec_params(db, "SELECT pg_advisory_unlock_shared(" SB_ENGINE_LOCK_CLASS ", $1::int)",
+                           1, p, err);
 }

@@ -10,8 +10,12 @@
  * caller's hook gives up what the job was for in the same transaction), or reschedules
  * it without counting an attempt (waiting for something, such as a new server). When
  * an engine dies its running jobs go back to the queue: its liveness is an advisory
- * lock that PostgreSQL drops with its session. Handlers must therefore be idempotent,
- * as every step in core/provision.c is.
+ * lock, held shared by its registering session and by each session that claims jobs
+ * under its id, which PostgreSQL drops with the sessions. The engine counts as dead
+ * when no session holds it any more; a job is therefore never requeued while the
+ * session that claimed it lives. Handlers must still be idempotent, as every step in
+ * core/provision.c is: a worker whose own connection broke may finish the step in
+ * hand while the job is requeued.
  */
 #ifndef SB_JOBS_H
 #define SB_JOBS_H
@@ -68,16 +72,26 @@ typedef int (*sb_job_dead_fn)(void *ud, sb_db_t *db, const sb_job_t *job, const 
 int sb_jobs_finish(sb_db_t *db, long engine_id, const sb_job_t *job, sb_job_outcome_t outcome,
                    const char *error, int delay_s, sb_job_dead_fn on_dead, void *ud,
                    sb_error_t *err);
-/* Puts the running jobs of engines that died back in the queue; *requeued counts them. */
+/* Marks engines that died stopped and puts their running jobs back in the queue;
+ * *requeued counts the jobs. */
 int sb_jobs_requeue_orphans(sb_db_t *db, int *requeued, sb_error_t *err);
 void sb_job_clear(sb_job_t *job);
 
 /* Backoff before attempt n+1 (seconds): 2^n capped at 10 minutes, with +-25 % jitter. */
 int sb_jobs_backoff_s(int attempts);
 
-/* Registers an engine process (its own row and the advisory lock that says it lives)
- * on db, which must stay open for the engine's life. */
+/* Registers an engine (a new row, and the liveness lock in the same statement, so that
+ * nobody sees the row without the lock) on db; the engine lives as long as db or a
+ * session attached to it does. A process that loses db registers again, as a new
+ * engine: an id once seen dead stays dead. */
 int sb_engine_register(sb_db_t *db, long *engine_id, sb_error_t *err);
+/* Marks the engine stopped and lets go of db's hold on it. */
 int sb_engine_unregister(sb_db_t *db, long engine_id, sb_error_t *err);
+/* Makes db hold the liveness lock of engine_id too, so that what it claims under that
+ * id stays the engine's while db lives, whatever becomes of the registering session. 1:
+ * held; 0: the engine is stopped, or being recovered right now (nothing held). */
+int sb_engine_attach(sb_db_t *db, long engine_id, sb_error_t *err);
+/* Lets go of what sb_engine_attach took. */
+int sb_engine_detach(sb_db_t *db, long engine_id, sb_error_t *err);
 
 #endif

@@ -1,10 +1,11 @@
 /*
  * provision.c: the instance and server state machines (see provision.h).
  *
- * Layout: helpers (ids, secrets, events, policy calls); placement; the request
- * transaction; lifecycle requests; job handlers (instance.provision, instance.suspend,
- * instance.resume, instance.deprovision, server.create, fleet.health_checks,
- * server.health_check, fleet.capacity_check); restart of local servers.
+ * Layout: helpers (ids, UTF-8 text, secrets, events, policy calls); placement; the
+ * request transaction; lifecycle requests; job handlers (instance.provision,
+ * instance.suspend, instance.resume, instance.deprovision, server.create,
+ * fleet.health_checks, server.health_check, fleet.capacity_check); restart of local
+ * servers.
  */
 #include "provision.h"
 
@@ -253,13 +254,42 @@ static int release_capacity(sb_fleet_ctx_t *ctx, const char *server_id, sb_error
 
 /* ---- the request ------------------------------------------------------------------------ */
 
-/* Validation of what a caller may pass; the schema checks again. */
-static bool valid_subdomain(const char *s) {
+/* A subdomain or a region: 1 to 63 of a-z, 0-9 and '-', not starting or ending with
+ * '-' (a DNS label; the schema checks subdomains again). */
+static bool valid_label(const char *s) {
   size_t n = strlen(s);
   if (n < 1 || n > 63 || s[0] == '-' || s[n - 1] == '-') return false;
   for (size_t i = 0; i < n; i++)
     if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) return false;
   return true;
+}
+
+/* Checks what a caller may pass (provision.h) before anything is read or written:
+ * false with err (SB_ERR_INVALID) and *field naming the member at fault. */
+static bool valid_request(const sb_provision_request_t *req, const char **field, sb_error_t *err) {
+  *field = !req->user_id ? "user_id" : !req->plan ? "plan" : !req->name ? "name"
+           : !req->subdomain ? "subdomain" : NULL;
+  if (*field) {
+    fail_code(err, SB_ERR_INVALID, "a request needs user_id, plan, name and subdomain");
+    return false;
+  }
+  long name_chars = sb_utf8_length(req->name, strlen(req->name));
+  if (sb_utf8_length(req->plan, strlen(req->plan)) < 1) {
+    *field = "plan";
+    fail_code(err, SB_ERR_INVALID, "plan must be a plan's code");
+  } else if (name_chars < 1 || name_chars > 100) {
+    *field = "name";
+    fail_code(err, SB_ERR_INVALID, "name must be 1 to 100 characters of UTF-8 text");
+  } else if (!valid_label(req->subdomain)) {
+    *field = "subdomain";
+    fail_code(err, SB_ERR_INVALID,
+              "subdomain must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'");
+  } else if (req->region && !valid_label(req->region)) {
+    *field = "region";
+    fail_code(err, SB_ERR_INVALID,
+              "region must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'");
+  }
+  return *field == NULL;
 }
 
 /* The writes of a request, one statement: take a place on the chosen shared server
@@ -268,7 +298,7 @@ static bool valid_subdomain(const char *s) {
  * `created` event, the decision records and the provisioning job. If the place is
  * gone, the sb_raise() in the last column fails the statement and nothing is written
  * (the request places again). A new shared server, when placement asks for one, is
- * requested after this statement (see request_server()).
+ * requested after the request's transaction (see request_server()).
  *
  * The claim comes first: the instance row's reference to the server is then checked
  * under this transaction's own update lock, with no key-share lock for concurrent
@@ -317,7 +347,10 @@ static const char request_sql[] =
 
 /* Everything both policies of a request need, in one query: the plan, whether the
  * user may have instances, how many the user has on the plan, the shared servers and
- * whether a new one is being made. */
+ * whether a new one is being made; and whether the fleet has the region ($6): `local`,
+ * where the engine makes its servers, or that of a shared server not retired. Read
+ * under the user's row lock (lock_user_sql), so the count includes every request of
+ * the user's that committed before. */
 static const char inputs_sql[] =
     "SELECT p.id, (SELECT status FROM users WHERE id = $2::uuid), "
     "json_build_object('plan', json_build_object('code', p.code, 'name', p.name, "
@@ -327,55 +360,66 @@ static const char inputs_sql[] =
     "'request', json_build_object('name', $3::text, 'subdomain', $4::text), "
     "'user', json_build_object('instance_count', (SELECT count(*) FROM instances "
     "  WHERE user_id = $2::uuid AND plan_id = p.id AND status NOT IN ('failed', 'deleted')))), "
-    "s.servers, s.opening "
+    "s.servers, s.opening, s.region_known "
     "FROM plans p, (SELECT coalesce(json_agg(json_build_object('id', id, 'status', status, "
     "  'current_databases', current_databases, 'max_databases', max_databases, "
     "  'storage_used_gb', storage_used_gb, 'storage_total_gb', storage_total_gb) "
     "  ORDER BY current_databases, id) FILTER (WHERE status IN ('active', 'degraded', 'draining')), "
     "  '[]'::json) AS servers, "
     "  coalesce(bool_or(status = 'provisioning'), false) OR EXISTS (SELECT 1 FROM jobs "
-    "  WHERE dedupe_key = 'server.create:shared' AND status IN ('queued', 'running')) AS opening "
+    "  WHERE dedupe_key = 'server.create:shared' AND status IN ('queued', 'running')) AS opening, "
+    "  $6::text = 'local' OR coalesce(bool_or(region = $6::text AND status <> 'retired'), false) "
+    "  AS region_known "
     "  FROM shared_rds_instances WHERE driver = $5) s "
     "WHERE p.code = $1 AND p.is_active";
+
+/* Serialises the requests of one user (FOR NO KEY UPDATE: it does not hold back the
+ * key-share locks of inserts that refer to the user). */
+static const char lock_user_sql[] = "SELECT 1 FROM users WHERE id = $1::uuid FOR NO KEY UPDATE";
 
 int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
                          sb_provision_result_t *out, sb_error_t *err) {
   memset(out, 0, sizeof *out);
-  if (!req->user_id || !req->plan || !req->name || !req->subdomain) {
-    fail_code(err, SB_ERR_INVALID, "a request needs user_id, plan, name and subdomain");
-    return -1;
-  }
-  if (!valid_subdomain(req->subdomain)) {
-    fail_code(err, SB_ERR_INVALID,
-              "subdomain '%.64s' must be 1 to 63 of a-z, 0-9 and '-', not starting or ending "
-              "with '-'", req->subdomain);
-    return -1;
-  }
-  size_t name_len = strlen(req->name);
-  if (name_len < 1 || name_len > 100) {
-    fail_code(err, SB_ERR_INVALID, "name must be 1 to 100 characters");
-    return -1;
-  }
+  if (!valid_request(req, &out->field, err)) return -1;
+  const char *region = req->region ? req->region : "local";
   sb_decision_t tier = {0}, place = {0};
-  char *password_param = NULL, *admin_param = NULL, *servers = NULL;
+  char *password_param = NULL, *admin_param = NULL, *servers = NULL, new_server[256] = "";
   int rc = -1;
+  if (sb_db_begin(ctx->db, err) != 0) return -1;
 
-  /* Every input of both policies, read in one query. */
-  const char *gp[] = {req->plan, req->user_id, req->name, req->subdomain, sb_config()->fleet_driver};
-  PGresult *res = sb_db_query_prepared(ctx->db, inputs_sql, 5, gp, err);
-  if (!res) {
-    if (strcmp(err->sqlstate, "22P02") == 0) fail_code(err, SB_ERR_INVALID, "user_id is not a uuid");
+  /* One request of the user's at a time, from the lock to the commit; then every
+   * input of both policies in one query, whose snapshot, taken once the lock is held,
+   * counts every request of the user's that went before. One round trip. */
+  const char *up[] = {req->user_id};
+  const char *gp[] = {req->plan, req->user_id, req->name, req->subdomain,
+                      sb_config()->fleet_driver, region};
+  sb_db_stmt_t in[] = {{lock_user_sql, 1, up, true, NULL}, {inputs_sql, 6, gp, true, NULL}};
+  if (sb_db_pipeline(ctx->db, in, 2, err) != 0) {
+    if (strcmp(err->sqlstate, "22P02") == 0) {
+      out->field = "user_id";
+      fail_code(err, SB_ERR_INVALID, "user_id is not a uuid");
+    }
     goto done;
   }
+  PQclear(in[0].result);
+  PGresult *res = in[1].result;
   if (PQntuples(res) == 0) {
     PQclear(res);
+    out->field = "plan";
     fail_code(err, SB_ERR_NOT_FOUND, "unknown plan '%.64s'", req->plan);
     goto done;
   }
   if (PQgetisnull(res, 0, 1) || strcmp(PQgetvalue(res, 0, 1), "active") != 0) {
+    if (PQgetisnull(res, 0, 1)) out->field = "user_id";
     fail_code(err, PQgetisnull(res, 0, 1) ? SB_ERR_NOT_FOUND : SB_ERR_REFUSED,
               PQgetisnull(res, 0, 1) ? "no user %s" : "user %s is not active", req->user_id);
     PQclear(res);
+    goto done;
+  }
+  if (PQgetvalue(res, 0, 5)[0] != 't') {
+    PQclear(res);
+    out->field = "region";
+    fail_code(err, SB_ERR_INVALID, "the fleet has no servers in region '%s'", region);
     goto done;
   }
   char plan_id[37];
@@ -434,7 +478,8 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
   snprintf(aq, sizeof aq, "%lld", api_quota);
   snprintf(actor, sizeof actor, "%s", ctx->actor ? ctx->actor : "engine");
   for (int attempt = 0; attempt < PLACEMENT_TRIES; attempt++) {
-    char chosen[37] = "", new_server[256] = "";
+    char chosen[37] = "";
+    new_server[0] = '\0';
     if (shared) {
       if (attempt > 0) { /* lost the race for the last place: look again */
         const char *sp[] = {sb_config()->fleet_driver};
@@ -454,13 +499,16 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
     const char *p[] = {
         id, req->user_id, plan_id, req->name, req->subdomain, db_tier,
         chosen[0] ? chosen : NULL, compute, dbname, role, password_param, key_id, sq, aq,
-        req->region ? req->region : "local", actor, shared ? NULL : dedicated, shared ? NULL : server_name, sb_config()->fleet_driver, size,
+        region, actor, shared ? NULL : dedicated, shared ? NULL : server_name, sb_config()->fleet_driver, size,
         admin_param, shared ? NULL : admin_key, req->plan,
         tier.policy, tier.fn, tier.sha256, tier.input_json, tier.output_json, us1,
         place.input_json ? place.policy : NULL, place.fn, place.sha256, place.input_json,
         place.output_json, us2};
-    res = sb_db_query_prepared(ctx->db, request_sql, 35, p, err);
-    if (res) {
+    /* A pipeline of one, under a savepoint in the same round trip: a lost race
+     * (SB409) undoes only this attempt. */
+    sb_db_stmt_t st = {request_sql, 35, p, true, NULL};
+    if (sb_db_pipeline(ctx->db, &st, 1, err) == 0) {
+      res = st.result;
       snprintf(out->event_id, sizeof out->event_id, "%s", PQgetvalue(res, 0, 0));
       snprintf(out->job_id, sizeof out->job_id, "%s", PQgetvalue(res, 0, 1));
       snprintf(out->status, sizeof out->status, "%s", PQgetvalue(res, 0, 2));
@@ -469,9 +517,6 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
       out->opening_server = new_server[0] != '\0';
       PQclear(res);
       rc = 0;
-      if (new_server[0] && request_server(ctx, new_server, err) != 0)
-        sb_warn("provision", "requesting a new shared server: %s (the capacity check will "
-                             "ask again)", err->msg);
       goto done;
     }
     if (strcmp(err->sqlstate, "23505") == 0 && strstr(err->msg, "subdomain")) {
@@ -483,6 +528,11 @@ int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
   }
   fail_code(err, SB_ERR_CONFLICT, "shared servers filled up while placing; try again");
 done:
+  if (rc == 0) rc = sb_db_commit(ctx->db, err);
+  else sb_db_rollback(ctx->db, NULL);
+  if (rc == 0 && new_server[0] && request_server(ctx, new_server, err) != 0)
+    sb_warn("provision", "requesting a new shared server: %s (the capacity check will "
+                         "ask again)", err->msg);
   sb_decision_clear(&tier);
   sb_decision_clear(&place);
   free(password_param);
@@ -552,10 +602,14 @@ fail:
 
 int sb_instance_suspend(sb_fleet_ctx_t *ctx, const char *instance_id, const char *reason,
                         char *job_id, sb_error_t *err) {
+  size_t n = reason ? strlen(reason) : 0;
+  if (reason && (n == 0 || n > 63 || strspn(reason, "abcdefghijklmnopqrstuvwxyz_") != n)) {
+    fail_code(err, SB_ERR_INVALID,
+              "reason must be 1 to 63 lowercase letters and underscores (e.g. payment_overdue)");
+    return -1;
+  }
   char payload[256];
-  snprintf(payload, sizeof payload, "{\"reason\": \"%s\"}",
-           reason && strspn(reason, "abcdefghijklmnopqrstuvwxyz_") == strlen(reason) ? reason
-                                                                                       : "operator");
+  snprintf(payload, sizeof payload, "{\"reason\": \"%s\"}", reason ? reason : "operator");
   return queue_lifecycle(ctx, instance_id, "'active'", NULL, "instance.suspend", "suspending",
                          "Suspension requested", payload, job_id, err);
 }

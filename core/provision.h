@@ -22,6 +22,7 @@
 #define SB_PROVISION_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "db.h"
 #include "decision.h"
@@ -46,12 +47,17 @@ typedef struct sb_fleet_ctx {
 #define SB_ERR_CONFLICT "SB409" /* subdomain taken, wrong state */
 #define SB_ERR_INVALID "SB400"
 
+/* What a request may ask for (docs/http-api.md, POST /v1/instances): name 1 to 100
+ * characters (code points) of UTF-8; subdomain and region 1 to 63 of a-z, 0-9 and '-',
+ * not starting or ending with '-' (a DNS label, as region names such as us-east-1
+ * are), the region one the fleet has: `local` (where the engine makes its servers) or
+ * that of one of its shared servers. */
 typedef struct sb_provision_request {
   const char *user_id;
   const char *plan;      /* plan code */
   const char *name;
   const char *subdomain;
-  const char *region;    /* may be NULL */
+  const char *region;    /* NULL: local */
 } sb_provision_request_t;
 
 typedef struct sb_provision_result {
@@ -61,11 +67,18 @@ typedef struct sb_provision_result {
   char status[16];       /* provisioning, or requested when no server has room yet */
   char shared_rds_id[37];
   bool opening_server;   /* placement asked for a new shared server */
+  /* On failure with SB_ERR_INVALID or SB_ERR_NOT_FOUND, the request member at fault
+   * ("user_id", "plan", "name", "subdomain", "region"; static), else NULL. */
+  const char *field;
 } sb_provision_result_t;
 
+/* One transaction, serialised per user (a row lock on the user, taken before the
+ * user's instances are counted), so that concurrent requests cannot together exceed
+ * the plan's instance limit. Inside a caller's transaction it runs under a savepoint. */
 int sb_provision_request(sb_fleet_ctx_t *ctx, const sb_provision_request_t *req,
                          sb_provision_result_t *out, sb_error_t *err);
-/* Queue a lifecycle change; job_id (37 bytes) gets the job. reason may be NULL. */
+/* Queue a lifecycle change; job_id (37 bytes) gets the job. reason: NULL (`operator`)
+ * or 1 to 63 of [a-z_], else SB_ERR_INVALID. */
 int sb_instance_suspend(sb_fleet_ctx_t *ctx, const char *instance_id, const char *reason,
                         char *job_id, sb_error_t *err);
 int sb_instance_resume(sb_fleet_ctx_t *ctx, const char *instance_id, char *job_id,
@@ -89,5 +102,6 @@ int sb_fleet_restart_servers(sb_fleet_ctx_t *ctx, sb_error_t *err);
 
 /* A random version-4 UUID in out (37 bytes). */
 void sb_uuid_v4(char *out);
+
 
 #endif

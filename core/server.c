@@ -174,6 +174,9 @@ typedef struct http_session {
   struct lws *wsi;
   bool submitted;       /* a worker has (or had) the request */
   bool dead;            /* the connection closed while a worker had its request */
+  bool chunked;         /* a body without Content-Length: not read (411) */
+  bool close_after;     /* the connection closes once the answer is written */
+  bool counted;         /* in http_inflight: from its headers if it has a body */
   work_t *answer;       /* ready to write */
   sb_api_request_t req; /* being read (a POST body) */
   uint64_t started_ns;
@@ -190,10 +193,11 @@ typedef struct ws_session {
   bool rechecking;      /* its token changed: no events until the database confirms it */
   unsigned recheck_gen; /* the latest recheck asked for */
   time_t connected_at;
+  uint64_t auth_deadline_ns; /* sb_now_ns() by which it must have authenticated */
   subscription_t *subs;
   int nsubs, subcap;
   bool everything;      /* an operator subscribed to all events */
-  bool paused;          /* reading stopped until a worker answers */
+  unsigned paused;      /* why its messages are not read now: PAUSE_* */
   bool streaming;       /* has a cursor: events flow */
   uint64_t cursor;      /* next ring position to look at */
   int64_t last_sent;    /* id of the last event sent */
@@ -337,12 +341,34 @@ static bool compute_everything(const ws_session_t *ws) {
 
 /* ---- websocket output -------------------------------------------------------------------- */
 
+/* The client's messages are not read while a worker has one of them (auth, an
+ * ownership check: a message sent right after `auth` is read once the answer is in), or
+ * while its answers wait to be written (a client that sends faster than it reads is
+ * slowed down rather than losing answers). */
+enum { PAUSE_WORKER = 1, PAUSE_OUTBOX = 2 };
+#define OUTBOX_HIGH (MAX_OUTBOX - 8) /* stop reading: room left for what is being read */
+#define OUTBOX_LOW 8                 /* read again */
+
+static void pause_rx(ws_session_t *ws, unsigned why) {
+  if (!ws->paused) lws_rx_flow_control(ws->wsi, 0);
+  ws->paused |= why;
+}
+
+static void resume_rx(ws_session_t *ws, unsigned why) {
+  if (!(ws->paused & why)) return;
+  ws->paused &= ~why;
+  if (!ws->paused) lws_rx_flow_control(ws->wsi, 1);
+}
+
 static void ws_queue(ws_session_t *ws, char *msg) {
   if (ws->nout == MAX_OUTBOX) {
-    free(msg); /* a client flooding us with requests loses answers, not memory */
+    /* Not reached while reading pauses at OUTBOX_HIGH; the bound stays. */
+    sb_warn("events", "a websocket's outbox is full; an answer is dropped");
+    free(msg);
     return;
   }
   ws->outbox[ws->nout++] = msg;
+  if (ws->nout >= OUTBOX_HIGH) pause_rx(ws, PAUSE_OUTBOX);
   lws_callback_on_writable(ws->wsi);
 }
 
@@ -510,6 +536,7 @@ static int ws_writable(sb_httpd_t *s, ws_session_t *ws) {
     char *msg = ws->outbox[0];
     memmove(ws->outbox, ws->outbox + 1, (size_t)(ws->nout - 1) * sizeof *ws->outbox);
     ws->nout--;
+    if (ws->nout <= OUTBOX_LOW) resume_rx(ws, PAUSE_OUTBOX);
     size_t len = strlen(msg);
     memcpy(ensure(&s->batch, len + 1), msg, len);
     free(msg);
@@ -644,6 +671,7 @@ static void push_all(sb_httpd_t *s) {
  * when more than TRIM_ABOVE_BYTES lies free. */
 #define TRIM_EVERY_US (10 * LWS_US_PER_SEC)
 #define TRIM_ABOVE_BYTES ((size_t)8 << 20)
+#define TRIM_HOLD_BYTES ((size_t)256 << 20)
 static void trim_memory(lws_sorted_usec_list_t *sul) {
   sb_httpd_t *s = lws_container_of(sul, sb_httpd_t, trim_sul);
   struct mallinfo2 mi = mallinfo2();
@@ -655,18 +683,6 @@ static void trim_memory(lws_sorted_usec_list_t *sul) {
 
 static void hand_to_workers(sb_httpd_t *s, work_t *w) { queue_push(&s->queued, w); }
 
-/* Stops reading the client's messages until a worker has answered (auth, an ownership
- * check), so a message sent right after `auth` is read once the answer is in. */
-static void pause_rx(ws_session_t *ws) {
-  ws->paused = true;
-  lws_rx_flow_control(ws->wsi, 0);
-}
-
-static void resume_rx(ws_session_t *ws) {
-  if (!ws->paused) return;
-  ws->paused = false;
-  lws_rx_flow_control(ws->wsi, 1);
-}
 
 static void request_auth(sb_httpd_t *s, ws_session_t *ws, const char *token) {
   work_t *w = sb_xcalloc(1, sizeof *w);
@@ -675,7 +691,7 @@ static void request_auth(sb_httpd_t *s, ws_session_t *ws, const char *token) {
   snprintf(w->token, sizeof w->token, "%s", token);
   ws->inflight++;
   ws->auth_pending = true;
-  pause_rx(ws);
+  pause_rx(ws, PAUSE_WORKER);
   hand_to_workers(s, w);
 }
 
@@ -724,12 +740,20 @@ static bool read_filter(sb_httpd_t *s, ws_session_t *ws, int idx, subscription_t
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
     bool ok = true;
     if (strcmp(k, "instance_id") == 0 || strcmp(k, "user_id") == 0) {
-      ok = lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 36;
-      if (ok)
-        snprintf(strcmp(k, "user_id") == 0 ? sub->user_id : sub->instance_id, 37, "%s",
-                 lua_tostring(L, -1));
+      /* Compared as the database writes them: lower case. */
+      ok = lua_type(L, -1) == LUA_TSTRING &&
+           sb_uuid_canonical(lua_tostring(L, -1), lua_rawlen(L, -1),
+                             strcmp(k, "user_id") == 0 ? sub->user_id : sub->instance_id);
     } else if (strcmp(k, "types") == 0) {
-      ok = lua_istable(L, -1) && lua_rawlen(L, -1) <= MAX_TYPES && !sub->types;
+      /* An array of 1 to MAX_TYPES patterns: not an object, not empty (which would
+       * read as "no type filter", the opposite of what it says). */
+      ok = lua_istable(L, -1) && lua_rawlen(L, -1) >= 1 && lua_rawlen(L, -1) <= MAX_TYPES &&
+           !sub->types;
+      if (ok) {
+        lua_Integer keys = 0;
+        for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) keys++;
+        ok = keys == (lua_Integer)lua_rawlen(L, -1);
+      }
       if (ok) sub->types = sb_xcalloc(lua_rawlen(L, -1) + 1, sizeof *sub->types);
       for (lua_Integer i = 1; ok && i <= (lua_Integer)lua_rawlen(L, -1); i++) {
         ok = lua_rawgeti(L, -1, i) == LUA_TSTRING && lua_rawlen(L, -1) < 64;
@@ -744,7 +768,9 @@ static bool read_filter(sb_httpd_t *s, ws_session_t *ws, int idx, subscription_t
     lua_pop(L, 1);
     if (!ok) {
       lua_pop(L, 1);
-      ws_error(s, ws, "bad_message", sub->id, "filter field '%s' has the wrong type", k);
+      ws_error(s, ws, "bad_message", sub->id,
+               "filter field '%s' is not valid (instance_id and user_id: uuids; types: an "
+               "array of 1 to %d strings under 64 characters)", k, MAX_TYPES);
       return false;
     }
   }
@@ -778,7 +804,10 @@ static void finish_subscribe(sb_httpd_t *s, ws_session_t *ws, pending_sub_t *p) 
   ws->subs[ws->nsubs++] = p->sub;
   p->sub.types = NULL;
   ws->everything = compute_everything(ws);
-  int64_t last_id = p->last_id > s->last_seq ? s->last_seq : p->last_id;
+  /* Kept as given even when this engine has not read that far yet: a client that moves
+   * from another engine may have seen events this one reads a few ms later, and they
+   * must not come twice. The events after it follow as they are read. */
+  int64_t last_id = p->last_id;
 
   lua_createtable(L, 0, 3);
   lua_pushliteral(L, "subscribed");
@@ -853,7 +882,7 @@ static void handle_subscribe(sb_httpd_t *s, ws_session_t *ws, int msg) {
     w->who = ws->who;
     w->check = p;
     ws->inflight++;
-    pause_rx(ws);
+    pause_rx(ws, PAUSE_WORKER);
     hand_to_workers(s, w);
     return;
   }
@@ -908,8 +937,10 @@ static void handle_message(sb_httpd_t *s, ws_session_t *ws, const char *text, si
     ws_error(s, ws, "unauthorized", NULL, "authenticate first: {\"type\": \"auth\", \"token\": ...}");
   } else if (strcmp(type, "subscribe") == 0) {
     handle_subscribe(s, ws, msg);
+  } else if (strcmp(type, "unsubscribe") == 0 && lua_getfield(L, msg, "id") != LUA_TSTRING) {
+    ws_error(s, ws, "bad_message", NULL, "unsubscribe needs the id of a subscription (a string)");
   } else if (strcmp(type, "unsubscribe") == 0) {
-    const char *id = lua_getfield(L, msg, "id") == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    const char *id = lua_tostring(L, -1);
     int found = -1;
     for (int i = 0; i < ws->nsubs; i++)
       if (strcmp(ws->subs[i].id, id) == 0) found = i;
@@ -967,7 +998,7 @@ static void deliver(sb_httpd_t *s, work_t *w) {
     return;
   }
   if (w->kind == WORK_WS_CHECK) {
-    resume_rx(ws);
+    resume_rx(ws, PAUSE_WORKER);
     if (w->ok) {
       finish_subscribe(s, ws, &w->check);
     } else if (strcmp(w->err.sqlstate, SB_ERR_NOT_FOUND) == 0) {
@@ -983,12 +1014,12 @@ static void deliver(sb_httpd_t *s, work_t *w) {
       arm_expiry(ws);
       lws_callback_on_writable(ws->wsi);
     } else if (!w->ok && strcmp(w->err.sqlstate, "SB401") == 0) {
-      ws_close(ws, 4001, "token revoked");
+      ws_close(ws, 4001, "token no longer valid");
     } else if (!w->ok) {
       ws_close(ws, 1013, "cannot recheck the token; reconnect");
     }
   } else if (w->kind == WORK_WS_AUTH) {
-    resume_rx(ws);
+    resume_rx(ws, PAUSE_WORKER);
     ws->auth_pending = false;
     if (w->ok) {
       ws->authed = true;
@@ -1003,10 +1034,14 @@ static void deliver(sb_httpd_t *s, work_t *w) {
       lua_pushstring(L, w->who.operator ? "operator" : "customer");
       lua_setfield(L, -2, "scope");
       ws_queue_table(s, ws);
-    } else if (strcmp(w->err.sqlstate, "SB401") == 0) {
-      ws_error(s, ws, "unauthorized", NULL, "%s", w->err.msg);
     } else {
-      ws_error(s, ws, "unavailable", NULL, "cannot check the token now; try again");
+      if (strcmp(w->err.sqlstate, "SB401") == 0)
+        ws_error(s, ws, "unauthorized", NULL, "%s", w->err.msg);
+      else
+        ws_error(s, ws, "unavailable", NULL, "cannot check the token now; try again");
+      /* The deadline's timer found the check in flight and let it be: past the
+       * deadline, a failed check ends the connection, or it could stay for ever. */
+      if (sb_now_ns() >= ws->auth_deadline_ns) ws_close(ws, 4401, "not authenticated");
     }
   } else { /* WS_REPLAY */
     ws->replay_pending = false;
@@ -1184,17 +1219,21 @@ static void token_changed(sb_httpd_t *s, const char *sha) {
   lws_cancel_service(s->ctx);
 }
 
+/* Retries from 250 ms, doubling to 2 s: after an outage the stream is back within 2 s
+ * of the database, and a retry every 2 s costs nothing. */
 static sb_db_t *listener_connect(sb_httpd_t *s) {
   sb_error_t err;
-  for (int delay = 1; !atomic_load(&s->stopping); delay = delay < 16 ? delay * 2 : 16) {
+  for (int delay = 250, tries = 0; !atomic_load(&s->stopping);
+       delay = delay < 2000 ? delay * 2 : 2000, tries++) {
     sb_db_t *db = sb_db_connect(s->shared.db_url, NULL, "solobase events", &err);
     if (db && sb_db_exec_params(db, "LISTEN sb_events", 0, NULL, &err) == 0 &&
         sb_db_exec_params(db, "LISTEN sb_tokens", 0, NULL, &err) == 0)
       return db;
-    sb_warn("events", "listening for events: %s; retrying in %d s", err.msg, delay);
+    if (tries % 30 == 0) /* the first time, then about once a minute */
+      sb_warn("events", "listening for events: %s; retrying", err.msg);
     sb_db_free(db);
     struct pollfd fd = {s->listener_stop_fd, POLLIN, 0};
-    poll(&fd, 1, delay * 1000);
+    poll(&fd, 1, delay);
   }
   return NULL;
 }
@@ -1343,7 +1382,17 @@ static void submit_http(sb_httpd_t *s, http_session_t *hs) {
   w->started_ns = hs->started_ns;
   memset(&hs->req, 0, sizeof hs->req); /* the body moved to the work */
   hs->submitted = true;
-  s->http_inflight++; /* until the answer is written or the connection closes */
+  if (!hs->counted) s->http_inflight++; /* until the answer is written or the connection closes */
+  hs->counted = true;
+  if (hs->chunked) {
+    /* libwebsockets 4.1 does not read chunked request bodies; what follows the headers
+     * cannot be parsed, so the connection closes after the answer. */
+    hs->close_after = true;
+    answer_here(&w->resp, 411, "{\"error\":{\"code\":\"length_required\",\"message\":\"a "
+                               "request body needs Content-Length (chunked bodies are not read)\"}}");
+    deliver(s, w);
+    return;
+  }
   if (atomic_load(&s->stopping)) {
     answer_here(&w->resp, 503, "{\"error\":{\"code\":\"shutting_down\",\"message\":\"this "
                                "server is shutting down; try again\"}}");
@@ -1368,6 +1417,17 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
       (r->location[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"location:",
                                                      (const unsigned char *)r->location,
                                                      (int)strlen(r->location), &p, end)) ||
+      /* RFC 9110 11.6.1: a 401 names the scheme that would do. */
+      (r->status == 401 &&
+       lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                   (const unsigned char *)"Bearer", 6, &p, end)) ||
+      (r->allow &&
+       lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
+                                   (const unsigned char *)r->allow, (int)strlen(r->allow), &p,
+                                   end)) ||
+      (hs->close_after &&
+       lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                   (const unsigned char *)"close", 5, &p, end)) ||
       lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                   (const unsigned char *)"no-store", 8, &p, end) ||
       lws_finalize_http_header(wsi, &p, end))
@@ -1381,8 +1441,9 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
 done:
   s->http_inflight--; /* written, or the connection is dropped: nothing left to wait for */
   work_free(w);
+  bool close_after = hs->close_after;
   free(hs);
-  if (rc != 0) return -1;
+  if (rc != 0 || close_after) return -1;
   /* The per-connection data stays lws's own (pss->http is already NULL): handing it a
    * NULL user pointer here made lws allocate a fresh one on the next transaction and
    * never free it, 16 bytes per request. */
@@ -1454,6 +1515,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
   }
 
   case LWS_CALLBACK_HTTP: {
+    /* Never two requests on one connection's session (see BODY_COMPLETION). */
+    if (pss->http) return -1;
     const char *path = in ? (const char *)in : "/";
     http_session_t *hs = sb_xcalloc(1, sizeof *hs);
     hs->wsi = wsi;
@@ -1473,9 +1536,21 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return r < 0 ? -1 : 0;
       }
     }
-    bool has_body = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 ||
-                    lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
-    if (!has_body) submit_http(s, hs);
+    bool length = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+    hs->chunked = !length && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    if (hs->chunked) {
+      /* Answered here and now: lws would next take the chunks for a new request. */
+      submit_http(s, hs);
+      pss->http = NULL;
+      return http_write_answer(s, wsi, hs);
+    }
+    if (!length) {
+      submit_http(s, hs);
+    } else {
+      /* Counted while its body comes: a shutdown waits for it and answers it (503). */
+      s->http_inflight++;
+      hs->counted = true;
+    }
     return 0; /* the body, if any, comes in LWS_CALLBACK_HTTP_BODY */
   }
 
@@ -1496,6 +1571,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:
     if (!pss->http) return -1;
+    /* Again for the same request: the client sent more (a pipelined request) before
+     * this one was answered. libwebsockets 4.1 stays in the body state until the answer
+     * completes the transaction and hands the new bytes here on every service pass (a
+     * busy loop; submitting again crashed the engine). The connection is closed: RFC
+     * 9112 9.3.2 has a client that pipelines send again what was not answered. The
+     * request in flight is still carried out, its answer dropped (CLOSED_HTTP).
+     * Pipelining behind a request without a body works: lws holds it until then. */
+    if (pss->http->submitted) return -1;
     submit_http(s, pss->http);
     return 0;
 
@@ -1521,6 +1604,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       } else if (hs->submitted) {
         hs->dead = true; /* a worker has it; deliver() frees it */
       } else {
+        if (hs->counted) s->http_inflight--; /* its body never came whole */
         free(hs->req.body);
         free(hs);
       }
@@ -1539,6 +1623,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     ws_session_t *ws = sb_xcalloc(1, sizeof *ws);
     ws->wsi = wsi;
     ws->connected_at = time(NULL);
+    ws->auth_deadline_ns = sb_now_ns() + (uint64_t)AUTH_TIMEOUT_S * 1000000000u;
     pss->ws = ws;
     ws->next = s->sessions;
     if (s->sessions) s->sessions->prev = ws;
@@ -1550,8 +1635,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
         strncasecmp(auth, "Bearer ", 7) == 0)
       request_auth(s, ws, auth + 7);
-    else if (lws_get_urlarg_by_name(wsi, "access_token=", q, sizeof q))
-      request_auth(s, ws, q);
+    else {
+      /* lws 4.1 copies the whole argument, name and all, and returns a pointer past
+       * the name: that pointer is the token. */
+      const char *tok = lws_get_urlarg_by_name(wsi, "access_token=", q, sizeof q);
+      if (tok) request_auth(s, ws, tok);
+    }
     explicit_bzero(auth, sizeof auth);
     explicit_bzero(q, sizeof q);
     lws_set_timer_usecs(wsi, AUTH_TIMEOUT_S * LWS_USEC_PER_SEC);
@@ -1741,6 +1830,11 @@ sb_httpd_t *sb_httpd_start(sb_engine_t *engine, sb_error_t *err) {
   }
   struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
   s->port = vh ? lws_get_vhost_listen_port(vh) : info.port;
+  /* free() gives nothing back by itself (trim_memory does, every TRIM_EVERY_US): a
+   * write the socket does not take whole is copied by libwebsockets into a buffer of
+   * its own, freed when it drains, and glibc returned each such burst to the system at
+   * once (madvise), so the next burst took a page fault per 4 kB it touched. */
+  mallopt(M_TRIM_THRESHOLD, (int)TRIM_HOLD_BYTES);
   lws_sul_schedule(s->ctx, 0, &s->trim_sul, trim_memory, TRIM_EVERY_US); /* before the loop runs */
   s->nworkers = (int)sb_config()->api_workers;
   s->workers = sb_xcalloc((size_t)s->nworkers, sizeof *s->workers);

@@ -185,6 +185,55 @@ void sb_hex_encode(const unsigned char *in, size_t len, char *out) {
   out[2 * len] = '\0';
 }
 
+size_t sb_utf8_char(const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  if (n == 0 || u[0] == 0) return 0;
+  if (u[0] < 0x80) return 1;
+  size_t len;
+  unsigned long cp;
+  if (u[0] >= 0xc2 && u[0] <= 0xdf) len = 2, cp = u[0] & 0x1f;
+  else if ((u[0] & 0xf0) == 0xe0) len = 3, cp = u[0] & 0x0f;
+  else if (u[0] >= 0xf0 && u[0] <= 0xf4) len = 4, cp = u[0] & 0x07;
+  else return 0; /* a continuation byte, or a lead byte of an overlong or too big form */
+  if (n < len) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((u[i] & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (u[i] & 0x3f);
+  }
+  if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) return 0;
+  if (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) return 0;
+  return len;
+}
+
+long sb_utf8_length(const char *s, size_t n) {
+  long chars = 0;
+  for (size_t i = 0; i < n; chars++) {
+    size_t c = sb_utf8_char(s + i, n - i);
+    if (c == 0) return -1;
+    i += c;
+  }
+  return chars;
+}
+
+bool sb_uuid_canonical(const char *in, size_t len, char out[37]) {
+  if (len != 36) return false;
+  char tmp[37];
+  for (size_t i = 0; i < 36; i++) {
+    char c = in[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (c >= 'A' && c <= 'F') {
+      c = (char)(c - 'A' + 'a');
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+    tmp[i] = c;
+  }
+  tmp[36] = '\0';
+  memcpy(out, tmp, 37);
+  return true;
+}
+
 bool sb_word_in(const char *list, const char *word) {
   size_t len = strlen(word);
   for (const char *p = list; *p;) {

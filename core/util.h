@@ -40,6 +40,18 @@ char *sb_path_absolute(const char *path);
 /* Directory of the running executable; caller frees. */
 char *sb_exe_dir(void);
 
+/* Text as the requests and the HTTP API take it. sb_utf8_char: the length in bytes (1
+ * to 4) of the UTF-8 character s starts with (n bytes available), or 0 when it is not
+ * one: a NUL (which PostgreSQL's text cannot hold), a stray continuation byte, a
+ * truncated, overlong or surrogate sequence, or past U+10FFFF. sb_utf8_length: the characters (code points) of s, or -1
+ * when some byte is not part of one. */
+size_t sb_utf8_char(const char *s, size_t n);
+long sb_utf8_length(const char *s, size_t n);
+
+/* A uuid in its 8-4-4-4-12 hex form, any case, into out (37 bytes) in lower case;
+ * false (out untouched) when `in` (len bytes) is not one. */
+bool sb_uuid_canonical(const char *in, size_t len, char out[37]);
+
 /* True when word is one of the space-separated words of list ("a b c"). */
 bool sb_word_in(const char *list, const char *word);
 

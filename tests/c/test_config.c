@@ -96,6 +96,17 @@ static void test_bad_values_are_refused(void **state) {
   assert_int_equal(sb_config_set("events_fanout_busy_pct", "100", &err), 0);
   assert_int_equal(sb_config_finish(&err), 0);
   assert_int_equal(sb_config()->events_fanout_busy_pct, 100);
+  /* Drivers that are not built are refused by name, not when the engine starts. */
+  const char *bad[][2] = {{"fleet_driver", "aws"}, {"billing_driver", "stripe"},
+                          {"health_check_interval_s", "0"}};
+  const char *good[] = {"local", "offline", "300"};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(sb_config_set(bad[i][0], bad[i][1], &err), 0);
+    assert_int_equal(sb_config_finish(&err), -1);
+    assert_non_null(strstr(err.msg, bad[i][0]));
+    assert_int_equal(sb_config_set(bad[i][0], good[i], &err), 0);
+    assert_int_equal(sb_config_finish(&err), 0);
+  }
 }
 
 int main(void) {

@@ -84,6 +84,35 @@ static void test_free_port_is_usable(void **state) {
   assert_false(sb_tcp_port_in_use(port));
 }
 
+static void test_uuid_canonical(void **state) {
+  (void)state;
+  char out[37] = "untouched";
+  assert_true(sb_uuid_canonical("6F04A1B2-0C3D-4E5F-8A9B-0C1D2E3F4A5B", 36, out));
+  assert_string_equal(out, "6f04a1b2-0c3d-4e5f-8a9b-0c1d2e3f4a5b");
+  const char *bad[] = {"6f04a1b2-0c3d-4e5f-8a9b-0c1d2e3f4a5",   /* 35 */
+                       "6f04a1b2x0c3d-4e5f-8a9b-0c1d2e3f4a5b",  /* no dash */
+                       "6g04a1b2-0c3d-4e5f-8a9b-0c1d2e3f4a5b",  /* not hex */
+                       "not-a-uuid-but-36-characters-long-xx"};
+  strcpy(out, "untouched");
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) assert_false(sb_uuid_canonical(bad[i], strlen(bad[i]), out));
+  assert_string_equal(out, "untouched");
+  assert_false(sb_uuid_canonical("6f04a1b2-0c3d-4e5f-8a9b-0c1d2e3f4a5b\0", 37, out));
+}
+
+static void test_utf8(void **state) {
+  (void)state;
+  assert_int_equal(sb_utf8_length("abc", 3), 3);
+  assert_int_equal(sb_utf8_length("\xc3\xa9t\xc3\xa9", 5), 3);           /* été */
+  assert_int_equal(sb_utf8_length("\xf0\x9f\x98\x80", 4), 1);            /* U+1F600 */
+  assert_int_equal(sb_utf8_length("a\0b", 3), -1);                          /* NUL */
+  assert_int_equal(sb_utf8_length("\xff", 1), -1);                          /* not UTF-8 */
+  assert_int_equal(sb_utf8_length("\xc0\xaf", 2), -1);                      /* overlong */
+  assert_int_equal(sb_utf8_length("\xed\xa0\x80", 3), -1);                 /* surrogate */
+  assert_int_equal(sb_utf8_length("\xf4\x90\x80\x80", 4), -1);            /* past U+10FFFF */
+  assert_int_equal(sb_utf8_length("\xe2\x82", 2), -1);                      /* truncated */
+  assert_int_equal(sb_utf8_char("\xe2\x82\xac", 3), 3);                    /* euro */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sha256_matches_known_vectors),
@@ -93,6 +122,8 @@ int main(void) {
       cmocka_unit_test(test_paths),
       cmocka_unit_test(test_redaction_never_shows_the_password),
       cmocka_unit_test(test_free_port_is_usable),
+      cmocka_unit_test(test_uuid_canonical),
+      cmocka_unit_test(test_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

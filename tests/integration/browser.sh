@@ -27,30 +27,7 @@ export SOLOBASE_DATA_DIR=$WORK/data
 "$SB" -q db migrate >/dev/null
 "$SB" -q db seed >/dev/null
 
-serve_pid=
-stop_serve() {
-  [ -n "$serve_pid" ] || return 0
-  kill -TERM "$serve_pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$serve_pid" 2>/dev/null || true
-  wait "$serve_pid" 2>/dev/null || true
-}
-cleanup_hooks=("stop_serve" "'$SRC/tests/support/stop-servers' '$WORK/data'" "${cleanup_hooks[@]}")
-serve_log=$WORK/serve.log
-serve_failed() { fail "$1; the engine's log ends with:
-$(tail -n 40 "$serve_log")"; }
-
-# Port 0: the kernel picks a free one, which the engine logs.
-"$SB" serve --listen 127.0.0.1:0 >"$serve_log" 2>&1 &
-serve_pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\) .*|\1|p' "$serve_log" | head -n 1)
-  [ -n "$port" ] && break
-  kill -0 "$serve_pid" 2>/dev/null || serve_failed "solobase serve exited at start"
-  sleep 0.1
-done
-[ -n "$port" ] || serve_failed "solobase serve did not say where it listens within 10 s"
+start_serve
 
 email=dashboard-$$@example.com
 "$SB" -q user create --email "$email" --role operator </dev/null >/dev/null

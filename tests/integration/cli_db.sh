@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `solobase db init|migrate|seed|status` against a server given by DATABASE_URL, and the
 # embedded cluster's start/stop: migrate twice (second a no-op), concurrent migrators,
-# an edited applied migration refused, --help everywhere, one-line errors.
+# an edited applied migration refused, `token create --expires` in the past refused,
+# --help everywhere, one-line errors.
 source "$(dirname "$0")/../support/testlib.sh"
 db=sbtest_cli_$$
 psql -q "$(base_url postgres)" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
@@ -33,6 +34,22 @@ expect_eq "$(psql -At "$DATABASE_URL" -c 'SELECT count(*) FROM plans')" 5 "plans
 expect_exit 0 "$SB" -q db status
 expect_contains "$out" "applied  001_initial_schema.sql" "status lists applied"
 expect_contains "$out" "0 pending" "nothing pending"
+
+# `token create --expires`: a time to come; zero or less (a token expired when printed)
+# is refused with a one-line error, and no token is made.
+expect_exit 0 "$SB" -q user create --email tok@example.com
+for e in -1d 0s 0 "-5 minutes" "1 day -25 hours"; do
+  expect_exit 1 "$SB" -q token create --user tok@example.com --expires "$e"
+  expect_contains "$out" "must be a time to come" "--expires '$e' refused"
+  expect_eq "$(wc -l <<<"$out")" 1 "--expires '$e': error is one line"
+done
+expect_exit 1 "$SB" -q token create --user tok@example.com --expires soon
+expect_contains "$out" "is not an interval" "--expires soon refused"
+expect_eq "$(psql -At "$DATABASE_URL" -c 'SELECT count(*) FROM api_tokens')" 0 "no token made"
+expect_exit 0 "$SB" -q token create --user tok@example.com --expires 90d
+expect_contains "$out" "sbt_" "a token for 90 days"
+expect_eq "$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM api_tokens WHERE expires_at > now() + interval '89 days'")" \
+  1 "it expires in 90 days"
 
 # A copy of schema/ with an applied file edited: refused, nothing changes.
 cp -r "$SRC/schema" "$WORK/schema"
