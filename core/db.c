@@ -21,9 +21,18 @@ static void notice_to_log(void *arg, const char *message) {
 
 sb_db_t *sb_db_connect(const char *conninfo, const char *dbname, const char *application_name,
                        sb_error_t *err) {
-  /* Later keywords override what the expanded first dbname (the URL) set. */
-  const char *keys[6], *vals[6];
+  /* Later keywords override earlier ones, including what the expanded dbname (the URL)
+   * sets. First defaults the URL may change: TCP keepalives and a user timeout, so a
+   * connection whose peer vanished without a word (a network partition, a host gone)
+   * fails within about a minute instead of the kernel's two hours and more, and the
+   * engine reconnects (docs/architecture.md); they do nothing on a Unix socket. */
+  const char *keys[12], *vals[12];
   int n = 0;
+  keys[n] = "keepalives", vals[n++] = "1";
+  keys[n] = "keepalives_idle", vals[n++] = "30";
+  keys[n] = "keepalives_interval", vals[n++] = "10";
+  keys[n] = "keepalives_count", vals[n++] = "3";
+  keys[n] = "tcp_user_timeout", vals[n++] = "60000";
   keys[n] = "dbname", vals[n++] = conninfo ? conninfo : "";
   keys[n] = "application_name", vals[n++] = application_name ? application_name : "solobase";
   keys[n] = "connect_timeout", vals[n++] = "10";

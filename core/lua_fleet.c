@@ -112,7 +112,11 @@ static const char *field(lua_State *L, int t, const char *k) {
   int type = lua_getfield(L, t, k);
   if (type == LUA_TNIL) return NULL;
   if (type != LUA_TSTRING) luaL_error(L, "sb.fleet.provision: %s must be a string", k);
-  return lua_tostring(L, -1);
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  /* A NUL would cut the string short in C: another value than the one given. */
+  if (strlen(s) != len) luaL_error(L, "sb.fleet.provision: %s holds a NUL byte", k);
+  return s;
 }
 
 static int fleet_provision(lua_State *L) {

@@ -177,6 +177,7 @@ typedef struct http_session {
   bool chunked;         /* a body without Content-Length: not read (411) */
   bool close_after;     /* the connection closes once the answer is written */
   bool counted;         /* in http_inflight: from its headers if it has a body */
+  bool head;            /* HEAD: answered as GET, without the body */
   work_t *answer;       /* ready to write */
   sb_api_request_t req; /* being read (a POST body) */
   uint64_t started_ns;
@@ -1432,8 +1433,9 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
                                   (const unsigned char *)"no-store", 8, &p, end) ||
       lws_finalize_http_header(wsi, &p, end))
     goto done;
-  if (r->len) memcpy(p, r->body, r->len);
-  size_t total = (size_t)(p - start) + r->len;
+  size_t body = hs->head ? 0 : r->len; /* HEAD: the headers GET would have, no body */
+  if (body) memcpy(p, r->body, body);
+  size_t total = (size_t)(p - start) + body;
   if (lws_write(wsi, start, total, LWS_WRITE_HTTP_FINAL) < (int)total) goto done;
   sb_metrics_http(r->route, w->req.method, r->status,
                   (double)(sb_now_ns() - w->started_ns) / 1e9);
@@ -1525,6 +1527,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     read_request(wsi, path, &hs->req);
     bool api = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/healthz") == 0 ||
                strcmp(path, "/metrics") == 0;
+    if (api && strcmp(hs->req.method, "HEAD") == 0) { /* RFC 9110 9.3.2 */
+      hs->head = true;
+      snprintf(hs->req.method, sizeof hs->req.method, "GET");
+    }
     /* Shutting down, everything is answered 503 by submit_http(). */
     if (!api && strcmp(hs->req.method, "GET") == 0 && !atomic_load(&s->stopping)) {
       int r = serve_static(wsi, path);

@@ -33,6 +33,10 @@ expect_contains "$out" ' one | missing |    doc' "header with a NULL and a jsonb
 expect_contains "$out" '   1 |         | {"a":"/x"}' "NULL empty, jsonb as compact JSON"
 expect_contains "$out" "(1 row)" "one row"
 
+# A string that C would cut short at a NUL is refused, not taken as another value.
+repl_piped 'sb.fleet.provision{user_id = "00000000-0000-4000-8000-000000000000", plan = "hobby", name = "a\0b", subdomain = "nul"}'
+expect_contains "$out" "sb.fleet.provision: name holds a NUL byte" "a NUL in a request field"
+
 repl_piped 'x = 40' 'error("boom")' 'x + 2' 'sb.db.query("SELEC 1")' 'return "still here"'
 expect_eq "$rc" 1 "exit status after a failed chunk"
 expect_contains "$out" "stdin:1: boom" "runtime error with its line"

@@ -1546,7 +1546,7 @@ static void raw_exchange(const char *req, size_t n, char *buf, size_t cap) {
  * order) and the engine goes on. The first request is refused by a worker (an unknown
  * plan), so it is in flight for a while and changes nothing. Then a chunked body,
  * a method not allowed and a request without a token, answered in JSON with their
- * headers. */
+ * headers, and HEAD. */
 static void test_http_framing(void **state) {
   (void)state;
   long long before_n = count_instances();
@@ -1588,6 +1588,14 @@ static void test_http_framing(void **state) {
   raw_exchange(anon, sizeof anon - 1, buf, sizeof buf);
   if (strncmp(buf, "HTTP/1.1 401", 12) != 0 || !strstr(buf, "www-authenticate: Bearer\r\n"))
     fail_msg("GET /v1/plans without a token: %.300s", buf);
+  /* HEAD: GET's status and headers, no body. */
+  n = snprintf(req, sizeof req, "HEAD /v1/plans HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Connection: close\r\n\r\n", ada_token);
+  raw_exchange(req, (size_t)n, buf, sizeof buf);
+  const char *end_of_head = strstr(buf, "\r\n\r\n");
+  if (strncmp(buf, "HTTP/1.1 200", 12) != 0 || !strstr(buf, "content-length: ") || !end_of_head ||
+      end_of_head[4] != '\0')
+    fail_msg("HEAD /v1/plans: %.300s", buf);
   long status;
   free(sbt_http(ports[0], "GET", "/healthz", NULL, NULL, NULL, &status));
   assert_int_equal(status, 200);

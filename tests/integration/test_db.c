@@ -156,12 +156,40 @@ static void test_groups_after_the_connection_broke(void **state) {
   assert_int_equal(count_t(), 0);
 }
 
+/* Connections carry TCP keepalives and a user timeout (a vanished peer is noticed in
+ * about a minute), unless the URL says otherwise. */
+static void test_keepalives(void **state) {
+  (void)state;
+  sb_error_t err;
+  char *url = sbtest_url(dbname);
+  char *with = sb_xasprintf("%s%skeepalives_idle=7", url, strchr(url, '?') ? "&" : "?");
+  const char *urls[] = {url, with};
+  const char *idle[] = {"30", "7"};
+  for (int i = 0; i < 2; i++) {
+    sb_db_t *c = sb_db_connect(urls[i], NULL, "test_db keepalives", &err);
+    assert_non_null(c);
+    int found = 0;
+    PQconninfoOption *opts = PQconninfo(c->conn);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+      if (strcmp(o->keyword, "keepalives") == 0) found += o->val && strcmp(o->val, "1") == 0;
+      if (strcmp(o->keyword, "keepalives_idle") == 0) found += o->val && strcmp(o->val, idle[i]) == 0;
+      if (strcmp(o->keyword, "tcp_user_timeout") == 0) found += o->val && strcmp(o->val, "60000") == 0;
+    }
+    PQconninfoFree(opts);
+    assert_int_equal(found, 3);
+    sb_db_free(c);
+  }
+  free(with);
+  free(url);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_pipeline_is_one_transaction, clean),
       cmocka_unit_test_setup(test_groups_are_independent, clean),
       cmocka_unit_test_setup(test_groups_refused_inside_a_transaction, clean),
       cmocka_unit_test_setup(test_groups_after_the_connection_broke, clean),
+      cmocka_unit_test_setup(test_keepalives, clean),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
