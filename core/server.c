@@ -672,7 +672,6 @@ static void push_all(sb_httpd_t *s) {
  * when more than TRIM_ABOVE_BYTES lies free. */
 #define TRIM_EVERY_US (10 * LWS_US_PER_SEC)
 #define TRIM_ABOVE_BYTES ((size_t)8 << 20)
-#define TRIM_HOLD_BYTES ((size_t)256 << 20)
 static void trim_memory(lws_sorted_usec_list_t *sul) {
   sb_httpd_t *s = lws_container_of(sul, sb_httpd_t, trim_sul);
   struct mallinfo2 mi = mallinfo2();
@@ -1836,11 +1835,6 @@ sb_httpd_t *sb_httpd_start(sb_engine_t *engine, sb_error_t *err) {
   }
   struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
   s->port = vh ? lws_get_vhost_listen_port(vh) : info.port;
-  /* free() gives nothing back by itself (trim_memory does, every TRIM_EVERY_US): a
-   * write the socket does not take whole is copied by libwebsockets into a buffer of
-   * its own, freed when it drains, and glibc returned each such burst to the system at
-   * once (madvise), so the next burst took a page fault per 4 kB it touched. */
-  mallopt(M_TRIM_THRESHOLD, (int)TRIM_HOLD_BYTES);
   lws_sul_schedule(s->ctx, 0, &s->trim_sul, trim_memory, TRIM_EVERY_US); /* before the loop runs */
   s->nworkers = (int)sb_config()->api_workers;
   s->workers = sb_xcalloc((size_t)s->nworkers, sizeof *s->workers);
