@@ -686,12 +686,19 @@ static void route_healthz(sb_api_worker_t *w, sb_api_response_t *resp) {
     PQclear(res);
   }
   bool policies_ok = sb_policy_registry_generation(w->shared->policies) > 0;
+  /* After a database outage the engine takes jobs again once it has registered anew
+   * (docs/architecture.md): until then it is not ready, though the database answers. */
+  sb_metrics_extra_t x = {.engine_id = -1};
+  if (w->shared->engine_stats) w->shared->engine_stats(w->shared->engine_ud, &x);
+  bool engine_ok = x.engine_id != 0;
+  bool ok = db_ok && policies_ok && engine_ok;
   char body[256];
   int n = snprintf(body, sizeof body,
-                   "{\"status\": \"%s\", \"checks\": {\"database\": \"%s\", \"policies\": \"%s\"}}",
-                   db_ok && policies_ok ? "ok" : "unavailable", db_ok ? "ok" : "unreachable",
-                   policies_ok ? "ok" : "not loaded");
-  set_body(resp, db_ok && policies_ok ? 200 : 503, body, (size_t)n);
+                   "{\"status\": \"%s\", \"checks\": {\"database\": \"%s\", \"policies\": \"%s\", "
+                   "\"engine\": \"%s\"}}",
+                   ok ? "ok" : "unavailable", db_ok ? "ok" : "unreachable",
+                   policies_ok ? "ok" : "not loaded", engine_ok ? "ok" : "registering");
+  set_body(resp, ok ? 200 : 503, body, (size_t)n);
 }
 
 static void route_metrics(sb_api_worker_t *w, sb_api_response_t *resp) {

@@ -28,6 +28,7 @@ typedef struct sb_metrics_extra {
   unsigned long jobs_done, jobs_retried, jobs_failed;
   unsigned long policy_decisions, policy_errors, policy_reloads;
   bool leader;
+  long engine_id; /* the engine's id; 0: it waits for the database to register again */
 } sb_metrics_extra_t;
 
 /* Prometheus text; caller frees. */

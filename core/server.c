@@ -1749,6 +1749,7 @@ static void engine_stats(void *ud, sb_metrics_extra_t *x) {
   x->jobs_failed = st.jobs_dead;
   x->leader = st.leader;
   x->policy_reloads = st.policy_reloads;
+  x->engine_id = st.engine_id;
 }
 
 static void lws_log_to_ours(int level, const char *line) {

@@ -108,12 +108,14 @@ expect_eq "$(json d.error.code)" unavailable "error code during the outage"
 sleep 2 # the engine used to exit some 20 ms after the connection broke
 alive
 healthz_is 503 || serve_failed "/healthz 2 s into the outage: $status $body"
+expect_eq "$(json d.checks.engine)" registering "/healthz names the engine waiting to register"
 logged "engine $second takes no new jobs" || serve_failed "the lost id not named"
 
 # --- Back: a new engine id in the same process, working ---
 "$SB" -q db start >/dev/null
 wait_until 30 "/healthz answering 200 after the restart" healthz_is 200
-third=$(registered_again "$second")
+third=$(registered_again "$second") # registered: /healthz said ok only after that
+expect_eq "$(json d.checks.engine)" ok "/healthz's engine check after the restart"
 provision after-outage
 expect_eq "$(sql "SELECT locked_by FROM jobs WHERE instance_id = '$iid' AND kind = 'instance.provision'")" \
   "$third" "the new instance's job ran under the new engine id"
