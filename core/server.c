@@ -174,8 +174,7 @@ typedef struct http_session {
   struct lws *wsi;
   bool submitted;       /* a worker has (or had) the request */
   bool dead;            /* the connection closed while a worker had its request */
-  bool chunked;         /* a body without Content-Length: not read (411) */
-  bool close_after;     /* the connection closes once the answer is written */
+  bool chunked;         /* a body without Content-Length: not read (411), then closed */
   bool counted;         /* in http_inflight: from its headers if it has a body */
   bool head;            /* HEAD: answered as GET, without the body */
   work_t *answer;       /* ready to write */
@@ -193,7 +192,6 @@ typedef struct ws_session {
   sb_principal_t who;
   bool rechecking;      /* its token changed: no events until the database confirms it */
   unsigned recheck_gen; /* the latest recheck asked for */
-  time_t connected_at;
   uint64_t auth_deadline_ns; /* sb_now_ns() by which it must have authenticated */
   subscription_t *subs;
   int nsubs, subcap;
@@ -1387,7 +1385,6 @@ static void submit_http(sb_httpd_t *s, http_session_t *hs) {
   if (hs->chunked) {
     /* libwebsockets 4.1 does not read chunked request bodies; what follows the headers
      * cannot be parsed, so the connection closes after the answer. */
-    hs->close_after = true;
     answer_here(&w->resp, 411, "{\"error\":{\"code\":\"length_required\",\"message\":\"a "
                                "request body needs Content-Length (chunked bodies are not read)\"}}");
     deliver(s, w);
@@ -1425,7 +1422,7 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
        lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                    (const unsigned char *)r->allow, (int)strlen(r->allow), &p,
                                    end)) ||
-      (hs->close_after &&
+      (hs->chunked &&
        lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                    (const unsigned char *)"close", 5, &p, end)) ||
       lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
@@ -1442,9 +1439,9 @@ static int http_write_answer(sb_httpd_t *s, struct lws *wsi, http_session_t *hs)
 done:
   s->http_inflight--; /* written, or the connection is dropped: nothing left to wait for */
   work_free(w);
-  bool close_after = hs->close_after;
+  bool close = hs->chunked;
   free(hs);
-  if (rc != 0 || close_after) return -1;
+  if (rc != 0 || close) return -1;
   /* The per-connection data stays lws's own (pss->http is already NULL): handing it a
    * NULL user pointer here made lws allocate a fresh one on the next transaction and
    * never free it, 16 bytes per request. */
@@ -1627,7 +1624,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
   case LWS_CALLBACK_ESTABLISHED: {
     ws_session_t *ws = sb_xcalloc(1, sizeof *ws);
     ws->wsi = wsi;
-    ws->connected_at = time(NULL);
     ws->auth_deadline_ns = sb_now_ns() + (uint64_t)AUTH_TIMEOUT_S * 1000000000u;
     pss->ws = ws;
     ws->next = s->sessions;
